@@ -1,0 +1,1 @@
+"""Everything around the runs: campaigns, runner, measurement protocol, results, reports, CLI."""

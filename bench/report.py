@@ -1,0 +1,91 @@
+"""Reports of a run directory: one summary table as Markdown, CSV or a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bench.store import RunStore
+
+SUMMARY = {
+    "model": "model", "variant": "variant", "target": "target", "status": "status", "verified": "verified",
+    "latency_ms_p50": "p50 ms", "latency_ms_p90": "p90 ms", "latency_ms_p99": "p99 ms", "latency_cv": "CV",
+    "ci": "p50 95% CI", "runs": "runs", "macs_effective": "MACs (M)", "params_kept": "params (M)",
+    "provenance": "provenance", "message": "note",
+}
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    t = df.copy()
+    t["ci"] = [f"{lo:.3f}–{hi:.3f}" if pd.notna(lo) else "" for lo, hi in
+               zip(t["latency_ms_ci_low"], t["latency_ms_ci_high"], strict=True)]
+    t["macs_effective"] = t["macs_effective"] / 1e6
+    t["params_kept"] = t["params_kept"] / 1e6
+    t["message"] = t["message"].fillna("").astype(str).str.slice(0, 120)
+    t = t[list(SUMMARY)].rename(columns=SUMMARY)
+    return t.sort_values(["model", "variant", "target"], kind="stable").reset_index(drop=True)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def to_markdown(t: pd.DataFrame) -> str:
+    head = "| " + " | ".join(t.columns) + " |"
+    sep = "|" + "|".join("---" for _ in t.columns) + "|"
+    rows = ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in r) + " |" for r in t.itertuples(index=False)]
+    return "\n".join([head, sep, *rows])
+
+
+def render(run_dir: str | Path, fmt: str = "md") -> str:
+    store = RunStore(run_dir)
+    manifest, df = store.manifest(), store.measurements()
+    t = summary_table(df)
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    title = f"joulebench — {manifest['campaign']} / {manifest['run_id']}"
+    notes = [
+        f"host: {manifest['host']['cpu']} ({manifest['host']['cores']} cores), "
+        f"commit {manifest.get('git_commit') or 'unknown'}",
+        "latency: median (p50) of per-inference samples over all repeats; CI: bootstrap of the median.",
+        "energy: not measured here — no power meter is attached to these targets.",
+    ]
+    if fmt == "md":
+        return "\n\n".join([f"# {title}", *[f"- {n}" for n in notes], to_markdown(t)]) + "\n"
+    if fmt == "html":
+        return _html(title, notes, t, Path(run_dir), manifest)
+    raise ValueError(f"unknown report format '{fmt}' (expected md, csv or html)")
+
+
+def _html(title: str, notes: list[str], t: pd.DataFrame, run_dir: Path, manifest: dict) -> str:
+    imgs = []
+    for png in sorted((run_dir / "plots").glob("*.png")):
+        data = base64.b64encode(png.read_bytes()).decode()
+        imgs.append(f'<figure><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(png.stem)}</figcaption></figure>")
+    table = t.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0, classes="t")
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
+             ".t{border-collapse:collapse;font-size:13px}.t td,.t th{padding:4px 8px;border-bottom:1px solid #ddd}"
+             "img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+            + "".join(f"<p>{html.escape(n)}</p>" for n in notes) + table + "".join(imgs)
+            + f"<details><summary>manifest</summary><pre>{html.escape(json.dumps(manifest, indent=2))}</pre>"
+            "</details></body></html>")
+
+
+def write_reports(run_dir: str | Path) -> list[Path]:
+    out = []
+    for fmt, name in (("md", "report.md"), ("csv", "report.csv"), ("html", "report.html")):
+        p = Path(run_dir) / name
+        p.write_text(render(run_dir, fmt))
+        out.append(p)
+    return out

@@ -1,0 +1,181 @@
+"""The campaign runner: variant -> artifact (cached on disk) -> verified, timed measurement -> store.
+
+A failing cell is recorded with its reason and the campaign moves on; finished cells are never
+rewritten unless asked (`resume` skips cells already finished with status ok).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import targets as target_registry
+from bench import host
+from bench.campaign import Campaign, Cell
+from bench.stats import summarize
+from bench.store import RunStore
+from pruning.compress import make_variant
+from pruning.errors import CompressionError
+from pruning.variant import Variant
+from targets.base import Artifact, Session, Target, TargetError, write_json_atomic
+from targets.tvm.build import cache_dir
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    ran: int = 0
+    skipped_done: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def compile_cached(target: Target, variant: Variant, options) -> tuple[Artifact, float]:
+    """Compile once per (variant weights, target, options, backend version); (artifact, seconds spent)."""
+    key_src = json.dumps([variant.hash, target.name, target.version(), options.model_dump(mode="json")], sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    final = cache_dir() / "artifacts" / key
+    if (final / "manifest.json").exists():
+        return Artifact(target.name, final, json.loads((final / "manifest.json").read_text()), variant), 0.0
+    work = final.with_name(f"{key}.tmp-{time.time_ns()}")
+    work.mkdir(parents=True)
+    t0 = time.perf_counter()
+    try:
+        manifest = target.compile(variant, options, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    spent = time.perf_counter() - t0
+    manifest = {**manifest, "target": target.name, "variant_hash": variant.hash, "key": key,
+                "options": options.model_dump(mode="json"), "compile_s": round(spent, 3), "backend": target.version()}
+    write_json_atomic(work / "manifest.json", manifest)
+    if final.exists():  # another run finished the same build first
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        work.rename(final)
+    return Artifact(target.name, final, manifest, variant), spent
+
+
+def _base_row(camp: Campaign, run_id: str, cell: Cell) -> dict:
+    return {"campaign": camp.name, "run_id": run_id, "cell_id": cell.id, "model": cell.model.spec().label,
+            "variant": cell.compression.label, "scheme": cell.compression.scheme, "target": cell.target.name,
+            "device": cell.target.device or "host", "status": "failed", "verified": False}
+
+
+class Runner:
+    def __init__(self, camp: Campaign, out: Path, progress: Progress | None = None) -> None:
+        self.camp, self.out = camp, Path(out)
+        self.store = RunStore(out)
+        self.progress = progress or (lambda _msg: None)
+        self.variants: dict[str, Variant | Exception] = {}
+        self.sessions: dict[str, Session] = {}
+
+    def manifest(self, resumed_from: dict | None) -> dict:
+        src = self.camp._source
+        return {
+            "campaign": self.camp.name, "campaign_hash": self.camp.hash, "run_id": self.out.name,
+            "campaign_file": str(src) if src else None, "campaign_toml": src.read_text() if src else None,
+            "started_at": (resumed_from or {}).get("started_at", datetime.now(UTC).isoformat()),
+            "git_commit": host.git_commit(), "versions": host.versions(), "host": host.describe(),
+            "cells": [c.id for c in self.camp.cells()],
+        }
+
+    def run(self, resume: bool = False) -> RunSummary:
+        prior = self.store.manifest() if resume and (self.out / "manifest.json").exists() else None
+        self.store.init(self.manifest(prior))
+        cells = self.camp.cells()
+        ids = [c.id for c in cells]
+        summary = RunSummary(self.out)
+        try:
+            for i, cell in enumerate(cells):
+                done = self.store.cell(cell.id)
+                if resume and done is not None and done["row"].get("status") in ("ok", "skipped"):
+                    summary.skipped_done += 1
+                    continue
+                self.progress(f"[{i + 1}/{len(cells)}] {cell.label}")
+                row, samples, extra = self._run_cell(cell)
+                self.store.write_cell(cell.id, row, samples, extra)
+                self.store.rebuild(ids)
+                summary.ran += 1
+                if row["status"] == "failed":
+                    summary.failed.append(f"{cell.label}: {row['message']}")
+        finally:
+            for s in self.sessions.values():
+                s.close()
+            self.store.rebuild(ids)
+            m = self.store.manifest()
+            m["finished_at"] = datetime.now(UTC).isoformat()
+            self.store.write_manifest(m)
+        return summary
+
+    def _variant(self, cell: Cell) -> Variant:
+        key = json.dumps([cell.model.model_dump(), cell.compression.model_dump(mode="json")], sort_keys=True)
+        if key not in self.variants:
+            try:
+                self.variants[key] = make_variant(cell.model.spec(), cell.compression)
+            except CompressionError as exc:
+                self.variants[key] = exc
+        v = self.variants[key]
+        if isinstance(v, Exception):
+            raise v
+        return v
+
+    def _run_cell(self, cell: Cell) -> tuple[dict, list[list[float]], dict]:
+        row = _base_row(self.camp, self.out.name, cell)
+        extra: dict = {}
+        samples: list[list[float]] = []
+        try:
+            variant = self._variant(cell)
+            mf = variant.manifest
+            row.update({k: mf.get(k) for k in ("scheme", "sparsity", "bits", "precision", "macs_dense",
+                                                "macs_effective", "params", "params_kept")})
+            target = target_registry.get(cell.target.name)
+            ok, why = target.availability()
+            reason = why if not ok else target.accepts(variant)
+            if reason:
+                row.update(status="skipped", message=reason)
+                return row, samples, extra
+            options = target.parse_options(cell.target.options)
+            self.progress(f"compiling {cell.label}")
+            artifact, spent = compile_cached(target, variant, options)
+            row.update(compile_s=spent, artifact=str(artifact.path))
+            extra["artifact_manifest"] = artifact.manifest
+            # the compiled-MAC figure, where a backend reports one, replaces the variant's own
+            if "macs_effective" in artifact.manifest:
+                row["macs_effective"] = artifact.manifest["macs_effective"]
+            skey = cell.target.model_dump_json()
+            if skey not in self.sessions:
+                self.sessions[skey] = target.open(cell.target.device, options)
+            session = self.sessions[skey]
+            self.progress(f"measuring {cell.label}")
+            m = session.run(artifact, self.camp.protocol)
+            row.update(device=session.device, status=m.status, message=m.message, verified=m.verified,
+                       max_abs_err=m.max_abs_err, tolerance=m.tolerance, provenance=m.provenance)
+            extra["device_snapshot"] = m.device
+            samples = m.samples_s
+            if m.status == "ok":
+                row.update(summarize([s for rep in samples for s in rep]))
+        except (CompressionError, TargetError) as exc:
+            row["message"] = str(exc)
+        except Exception as exc:  # a bug or an unforeseen backend error: record it, keep the campaign going
+            row["message"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            extra["traceback"] = traceback.format_exc()
+        row["finished_at"] = datetime.now(UTC).isoformat()
+        return row, samples, extra
+
+
+def default_out(camp: Campaign, root: Path = Path("results")) -> Path:
+    return root / camp.name / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def latest_run(camp: Campaign, root: Path = Path("results")) -> Path | None:
+    runs = sorted(p for p in (root / camp.name).glob("*") if (p / "manifest.json").exists())
+    return runs[-1] if runs else None

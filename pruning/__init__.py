@@ -1,0 +1,1 @@
+"""Compression of torch models (block-based pruning, quantization) into Variants; torch-only."""

@@ -1,0 +1,103 @@
+"""onnxruntime: ONNX Runtime's CPU execution provider, threads = cores (the bar a TVM build must beat)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.protocol import time_callable
+from pruning.variant import Variant
+from targets.base import Session, Target, TargetError
+from targets.host_cpu import cpu_model
+
+
+class OrtOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int | None = Field(None, ge=1, description="intra-op threads; default: cores")
+
+
+class OrtExecutor:
+    timer = "perf_counter"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input = self.sess.get_inputs()[0].name
+        self.feed: dict[str, np.ndarray] = {}
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self.feed = {self.input: x}
+        return self.sess.run(None, self.feed)[0]
+
+    def time_runs(self, n: int) -> list[float]:
+        return time_callable(lambda: self.sess.run(None, self.feed), n)
+
+
+class OrtSession(Session):
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.device = f"host:{cpu_model()}"
+
+    def snapshot(self) -> dict:
+        from bench.host import cpu_snapshot
+
+        return cpu_snapshot()
+
+    def load(self, artifact):
+        return OrtExecutor(artifact.file("model.onnx"), self.threads)
+
+
+def export_onnx(variant: Variant, path: Path) -> None:
+    """torch.export-based ONNX export of the variant (a BYO ONNX file is copied as is)."""
+    if variant.onnx_path is not None:
+        shutil.copyfile(variant.onnx_path, path)
+        return
+    import contextlib
+    import io
+
+    import torch
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+            torch.onnx.export(variant.exported, (torch.from_numpy(variant.example_input()),), str(path),
+                              dynamo=True, verbose=False)
+    except Exception as exc:
+        raise TargetError(f"ONNX export of {variant.model} failed: {str(exc).strip().splitlines()[0][:300]}") from None
+
+
+class OnnxRuntimeTarget(Target):
+    name = "onnxruntime"
+    description = "ONNX Runtime, CPU execution provider, threads = cores (baseline)"
+    Options = OrtOptions
+
+    def availability(self) -> tuple[bool, str]:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False, "onnxruntime is not installed; run `make venv`"
+        return True, ""
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return f"ort-{onnxruntime.__version__}"
+
+    def compile(self, variant: Variant, options: OrtOptions, workdir: Path) -> dict:
+        import onnxruntime
+
+        export_onnx(variant, workdir / "model.onnx")
+        return {"onnxruntime": onnxruntime.__version__, "threads": options.threads or os.cpu_count()}
+
+    def open(self, device: str | None, options: OrtOptions) -> Session:
+        if device not in (None, "host", "local"):
+            raise TargetError(f"onnxruntime runs on this machine only; got device '{device}'")
+        return OrtSession(options.threads or os.cpu_count() or 1)

@@ -1,0 +1,98 @@
+"""host-cpu: the machine running joulebench, through TVM's llvm backend tuned to this CPU."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pruning.variant import Variant
+from targets.base import Session, Target, TargetError
+
+
+class HostCPUOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tune_trials: int = Field(0, ge=0, description="MetaSchedule trials in total (0: no tuning)")
+    trials_per_task: int | None = Field(None, ge=1)
+    mcpu: str | None = Field(None, description="LLVM CPU name; default: this machine's")
+    threads: int | None = Field(None, ge=1, description="TVM runtime threads; default: all cores")
+
+
+def host_target(mcpu: str | None = None):
+    import tvm
+
+    cpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
+    return tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": os.cpu_count() or 1})
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class HostCPUSession(Session):
+    def __init__(self, threads: int | None) -> None:
+        import tvm
+
+        if threads:
+            os.environ["TVM_NUM_THREADS"] = str(threads)
+        self.dev = tvm.cpu()
+        self.device = f"host:{cpu_model()}"
+
+    def snapshot(self) -> dict:
+        from bench.host import cpu_snapshot
+
+        return cpu_snapshot()
+
+    def load(self, artifact):
+        import tvm
+
+        from targets.tvm.vm import VMExecutor
+
+        return VMExecutor(tvm.runtime.load_module(str(artifact.file("model.so"))), self.dev)
+
+
+class HostCPUTarget(Target):
+    name = "host-cpu"
+    description = "this machine's CPU via TVM (llvm, -mcpu of this CPU); MetaSchedule tuning optional"
+    Options = HostCPUOptions
+
+    def availability(self) -> tuple[bool, str]:
+        try:
+            import tvm
+
+            if not tvm.runtime.enabled("llvm"):
+                return False, "this TVM build has no LLVM backend"
+        except ImportError as exc:
+            return False, f"apache-tvm is not importable ({exc}); run `make venv`"
+        return True, ""
+
+    def version(self) -> str:
+        import tvm
+
+        return f"tvm-{tvm.__version__}"
+
+    def compile(self, variant: Variant, options: HostCPUOptions, workdir: Path) -> dict:
+        from targets.tvm.build import build, kernel_names
+        from targets.tvm.importer import to_relax
+
+        target = host_target(options.mcpu)
+        ex, tuning = build(to_relax(variant), target, options.tune_trials, options.trials_per_task)
+        try:
+            ex.export_library(str(workdir / "model.so"))
+        except Exception as exc:
+            raise TargetError(f"exporting the host-cpu library failed (is a C compiler installed?): {exc}") from None
+        return {"tvm_target": str(target), "kernels": kernel_names(ex), **tuning}
+
+    def open(self, device: str | None, options: HostCPUOptions) -> Session:
+        if device not in (None, "host", "local"):
+            raise TargetError(f"host-cpu runs on this machine only; got device '{device}'")
+        return HostCPUSession(options.threads)
