@@ -38,12 +38,17 @@ class ModelEntry(BaseModel):
     seed: int = 0
     batch: int = Field(1, ge=1)
 
+    @field_validator("name")
+    @classmethod
+    def _in_zoo(cls, v: str | None) -> str | None:
+        if v is not None and v not in zoo.ZOO:
+            raise ValueError(f"unknown model '{v}' (expected one of: {', '.join(zoo.ZOO)})")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
         if (self.name is None) == (self.path is None):
             raise ValueError("give exactly one of 'name' (a zoo model) or 'path' (.onnx / .pt2 file)")
-        if self.name is not None and self.name not in zoo.ZOO:
-            raise ValueError(f"unknown model '{self.name}' (expected one of: {', '.join(zoo.ZOO)})")
         return self
 
     def spec(self) -> ModelSpec:

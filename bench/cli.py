@@ -17,7 +17,7 @@ app = typer.Typer(help="joulebench: energy-efficiency benchmarks of DNN inferenc
                   no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 # Off a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; logs can be wider.
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

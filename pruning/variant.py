@@ -62,7 +62,7 @@ class Variant:
             if self.module is None:
                 raise CompressionError(f"{self.model} is an ONNX model and has no torch graph")
             with torch.no_grad():
-                self._exported = torch.export.export(self.module.eval(), (torch.from_numpy(self.example_input()),))
+                self._exported = torch.export.export(self.module, (torch.from_numpy(self.example_input()),))
         return self._exported
 
     def example_input(self) -> np.ndarray:
@@ -75,7 +75,7 @@ class Variant:
         x = self.example_input()
         if self.module is not None:
             with torch.inference_mode():
-                return self.module.eval()(torch.from_numpy(x)).numpy()
+                return self.module(torch.from_numpy(x)).numpy()
         from onnx.reference import ReferenceEvaluator
 
         ref = ReferenceEvaluator(self.onnx_path)

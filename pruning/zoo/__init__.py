@@ -85,7 +85,11 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
             state = state[key]
     if not isinstance(state, dict):
         raise CompressionError(f"checkpoint {path} holds a {type(state).__name__}, expected a state_dict")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "mismatch" in ln), str(exc).splitlines()[0])
+        raise CompressionError(f"checkpoint {path} does not fit the model: {detail}") from None
     if missing or unexpected:
         raise CompressionError(
             f"checkpoint {path} does not fit the model: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"

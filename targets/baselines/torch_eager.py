@@ -24,7 +24,7 @@ class TorchExecutor:
     timer = "perf_counter"
 
     def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module.eval()
+        self.module = module  # already in eval mode (export-loaded modules refuse .eval())
         self.x: torch.Tensor | None = None
 
     def infer(self, x: np.ndarray) -> np.ndarray:
