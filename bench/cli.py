@@ -65,8 +65,7 @@ def run(
         out = (latest_run(camp, results_root) if resume else None) or default_out(camp, results_root)
     n = len(camp.cells())
     console.print(f"campaign [bold]{camp.name}[/]: {n} cells → {out}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=not console.is_terminal) as prog:
+    with _progress() as prog:
         task = prog.add_task("starting", total=n)
 
         def progress(msg: str) -> None:
@@ -75,7 +74,7 @@ def run(
             prog.update(task, description=msg)
 
         try:
-            summary = Runner(camp, out, progress).run(resume=resume)
+            summary = Runner(camp, out, progress, _epoch_progress(prog)).run(resume=resume)
         except KeyboardInterrupt:
             err_console.print(f"[yellow]interrupted[/]: finished cells are kept in {out}; "
                               f"continue with: joulebench run {campaign} --out {out} --resume")
@@ -108,6 +107,87 @@ def _print_summary(out: Path) -> None:
         table.add_row(*[("" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v))
                         for v in (r[c] for c in cols)])
     console.print(table)
+
+
+def _epoch_progress(prog: Progress) -> Callable:
+    """on_epoch callback for pruning.train: one bar per training phase, with loss and accuracy."""
+    tasks: dict[str, int] = {}
+
+    def on_epoch(phase: str, epoch: int, epochs: int, loss: float, acc: float | None) -> None:
+        if phase not in tasks:
+            tasks[phase] = prog.add_task(phase, total=epochs)
+        acc_s = f"  acc {acc:.1%}" if acc is not None else ""
+        prog.update(tasks[phase], completed=epoch, description=f"{phase:<14} loss {loss:.3f}{acc_s}")
+
+    return on_epoch
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console)
+
+
+@app.command()
+@friendly
+def compress(
+    model: Annotated[str, typer.Option(help="zoo model name (see `joulebench models`)")],
+    out: Annotated[Path, typer.Option(help="directory under which the variant directory is written")],
+    scheme: Annotated[str, typer.Option(help="none | block | unstructured | filter | pattern")] = "block",
+    sparsity: Annotated[float, typer.Option(help="fraction of weights pruned per layer, in [0, 1)")] = 0.0,
+    block: Annotated[str, typer.Option(help="block shape ROWSxCOLS of the GEMM view")] = "8x16",
+    block_mode: Annotated[str, typer.Option(help="column | row | rowcol (what is pruned inside a block)")] = "column",
+    method: Annotated[str, typer.Option(help="oneshot | iterative | admm")] = "oneshot",
+    bits: Annotated[int, typer.Option(help="weight bits: 32 (none), 16, 8, 4, 2 (ternary), 1 (binary)")] = 32,
+    act_bits: Annotated[int | None, typer.Option(help="activation bits: 8 or 16 (default 8; 16 for 16-bit weights)")] = None,
+    calibration: Annotated[str, typer.Option(help="minmax | percentile")] = "minmax",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 (GPU targets)")] = "fp32",
+    finetune_epochs: Annotated[int, typer.Option(help="masked fine-tuning epochs after pruning")] = 0,
+    pretrain_epochs: Annotated[int, typer.Option(help="train the dense model first (seeded models have no accuracy)")] = 0,
+    admm_epochs: Annotated[int, typer.Option(help="ADMM epochs (method admm)")] = 0,
+    qat_epochs: Annotated[int, typer.Option(help="quantization-aware training epochs")] = 0,
+    data: Annotated[str | None, typer.Option(help="'digits', a CIFAR-10 batch folder or an image folder")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="state_dict to start from")] = None,
+    seed: Annotated[int, typer.Option(help="seed for init, data split and training")] = 0,
+    lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.01,
+) -> None:
+    """Compress a zoo model into a variant directory (manifest.json + safetensors), with accuracy.
+
+    [bold]Example[/]: joulebench compress --model smallcnn-digits --scheme block --sparsity 0.75 --block 8x16
+    --bits 8 --pretrain-epochs 4 --finetune-epochs 3 --data digits --out variants/
+    """
+    from pydantic import ValidationError
+
+    from pruning.compress import CompressionSpec, make_variant
+    from pruning.errors import CompressionError
+    from pruning.store import save_variant
+    from pruning.variant import ModelSpec
+
+    fields = dict(scheme=scheme, sparsity=sparsity, block=block, block_mode=block_mode, method=method, bits=bits,
+                  act_bits=act_bits, calibration=calibration, precision=precision, finetune_epochs=finetune_epochs,
+                  pretrain_epochs=pretrain_epochs, admm_epochs=admm_epochs, qat_epochs=qat_epochs, data=data,
+                  seed=seed, lr=lr)
+    try:
+        spec = CompressionSpec(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-")
+        raise CompressionError(f"{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+    mspec = ModelSpec(name=model, checkpoint=str(checkpoint) if checkpoint else None, seed=seed)
+    with _progress() as prog:
+        v = make_variant(mspec, spec, _epoch_progress(prog))
+    dest = save_variant(v, out / f"{v.model}-{v.name}-{v.hash[:12]}")
+    mf = v.manifest
+    table = Table("layer", "op", "weights", "target sparsity", "achieved", "w bits", "a bits", "MACs eff (M)")
+    for layer in mf.get("layers", []):
+        table.add_row(layer["layer"], layer["op"], f"{layer['weights']:,}", f"{layer['target_sparsity']:.3f}",
+                      f"{layer['achieved_sparsity']:.3f}", str(layer["weight_bits"]), str(layer["act_bits"] or "-"),
+                      f"{layer['macs_effective'] / 1e6:.2f}")
+    console.print(table)
+    acc = ", ".join(f"{k} {a:.2%}" for k, a in (mf.get("accuracy") or {}).items() if a is not None)
+    console.print(f"MACs {mf['macs_effective'] / 1e6:,.1f}M of {mf['macs_dense'] / 1e6:,.1f}M dense; "
+                  f"params kept {mf['params_kept']:,} of {mf['params']:,}")
+    console.print(f"top-1 on {mf.get('accuracy_dataset') or 'no dataset'} (held out): {acc or 'not measured (no data)'}")
+    console.print(f"variant: {dest}")
 
 
 @app.command()

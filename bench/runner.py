@@ -23,9 +23,8 @@ from bench.stats import summarize
 from bench.store import RunStore
 from pruning.compress import make_variant
 from pruning.errors import CompressionError
-from pruning.variant import Variant
+from pruning.variant import Variant, cache_dir
 from targets.base import Artifact, Session, Target, TargetError, write_json_atomic
-from targets.tvm.build import cache_dir
 
 Progress = Callable[[str], None]
 
@@ -71,8 +70,9 @@ def _base_row(camp: Campaign, run_id: str, cell: Cell) -> dict:
 
 
 class Runner:
-    def __init__(self, camp: Campaign, out: Path, progress: Progress | None = None) -> None:
+    def __init__(self, camp: Campaign, out: Path, progress: Progress | None = None, on_epoch=None) -> None:
         self.camp, self.out = camp, Path(out)
+        self.on_epoch = on_epoch
         self.store = RunStore(out)
         self.progress = progress or (lambda _msg: None)
         self.variants: dict[str, Variant | Exception] = {}
@@ -120,7 +120,8 @@ class Runner:
         key = json.dumps([cell.model.model_dump(), cell.compression.model_dump(mode="json")], sort_keys=True)
         if key not in self.variants:
             try:
-                self.variants[key] = make_variant(cell.model.spec(), cell.compression)
+                self.progress(f"compressing {cell.model.spec().label} / {cell.compression.label}")
+                self.variants[key] = make_variant(cell.model.spec(), cell.compression, self.on_epoch)
             except CompressionError as exc:
                 self.variants[key] = exc
         v = self.variants[key]
@@ -137,6 +138,8 @@ class Runner:
             mf = variant.manifest
             row.update({k: mf.get(k) for k in ("scheme", "sparsity", "bits", "precision", "macs_dense",
                                                 "macs_effective", "params", "params_kept")})
+            row["accuracy"] = (mf.get("accuracy") or {}).get("final")
+            row["accuracy_dataset"] = mf.get("accuracy_dataset")
             target = target_registry.get(cell.target.name)
             ok, why = target.availability()
             reason = why if not ok else target.accepts(variant)

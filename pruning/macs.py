@@ -44,7 +44,10 @@ class GraphCount:
                 "layers": [asdict(c) for c in self.layers]}
 
 
-def count_exported(ep: torch.export.ExportedProgram) -> GraphCount:
+def count_exported(ep: torch.export.ExportedProgram, masks: dict[str, torch.Tensor] | None = None) -> GraphCount:
+    """Per-layer counts. With `masks` (weight name -> keep mask), effective MACs follow the masks
+    alone (unmasked layers count dense: a weight rounded to zero by quantization is still computed);
+    without, they follow the non-zero weights."""
     sig = ep.graph_signature
     params = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
     tensors = {**ep.state_dict, **ep.constants}
@@ -59,7 +62,10 @@ def count_exported(ep: torch.export.ExportedProgram) -> GraphCount:
             wname = params.get(wnode.name, wnode.name)
             w = tensors.get(wname)
             wshape = tuple(w.shape) if w is not None else tuple(wnode.meta["val"].shape)
-            nnz = int(torch.count_nonzero(w)) if w is not None else math.prod(wshape)
+            if masks is not None:
+                nnz = int(masks[wname].sum()) if wname in masks else math.prod(wshape)
+            else:
+                nnz = int(torch.count_nonzero(w)) if w is not None else math.prod(wshape)
             if target in _CONV:
                 # every output pixel of every image reuses the whole filter bank once
                 positions = out.shape[0] * math.prod(out.shape[2:])
@@ -78,9 +84,9 @@ def count_exported(ep: torch.export.ExportedProgram) -> GraphCount:
     return GraphCount(tuple(layers), int(n_params))
 
 
-def count_module(model: torch.nn.Module, example: torch.Tensor) -> GraphCount:
+def count_module(model: torch.nn.Module, example: torch.Tensor, masks: dict | None = None) -> GraphCount:
     with torch.no_grad():
-        return count_exported(torch.export.export(model.eval(), (example,)))
+        return count_exported(torch.export.export(model.eval(), (example,)), masks)
 
 
 def count_onnx(path: str) -> GraphCount:

@@ -46,6 +46,10 @@ class Variant:
     manifest: dict
     module: nn.Module | None = None
     onnx_path: str | None = None
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # weight name -> keep mask
+    qweights: dict = field(default_factory=dict)  # layer -> pruning.quant.QuantizedWeight
+    act_quant: dict = field(default_factory=dict)  # layer -> pruning.quant.ActQuant
+    path: str | None = None  # the variant directory, once saved
     _exported: torch.export.ExportedProgram | None = field(default=None, repr=False)
 
     @property
@@ -80,6 +84,11 @@ class Variant:
 
         ref = ReferenceEvaluator(self.onnx_path)
         return np.asarray(ref.run(None, {ref.input_names[0]: x})[0])
+
+
+def cache_dir() -> Path:
+    """Root of every content-addressed cache (variants, artifacts, tuning records)."""
+    return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor], *extra: str) -> str:

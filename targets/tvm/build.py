@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 import tvm
 from tvm import relax
 
+from pruning.variant import cache_dir
 from targets.base import TargetError
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
 
 
 def tuning_dir(target: tvm.target.Target) -> Path:
