@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pruning.errors import CompressionError
 from pruning.variant import ModelSpec, Variant, cache_dir, load_dense
 
+# Bump when compression output would change for the same inputs: it is part of the variant cache key.
+COMPRESSION_VERSION = 2
+
 OnEpoch = Callable[[str, int, int, float, float | None], None]
 
 
@@ -97,7 +100,7 @@ def make_variant(model: ModelSpec, spec: CompressionSpec, on_epoch: OnEpoch | No
                                f"{model.path} is compiled as given")
     from pruning.store import load_variant, save_variant
 
-    key = hashlib.sha256(json.dumps([dense.hash, spec.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([COMPRESSION_VERSION, dense.hash, spec.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:20]
     cached = cache_dir() / "variants" / key
     if (cached / "manifest.json").exists():
         return load_variant(cached)

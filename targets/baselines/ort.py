@@ -63,11 +63,14 @@ def export_onnx(variant: Variant, path: Path) -> None:
         return
     import contextlib
     import io
+    import logging
 
     import torch
 
+    # the exporter prints progress lines and warns about torchvision ops no zoo model uses
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+        with contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(variant.exported, (torch.from_numpy(variant.example_input()),), str(path),
                               dynamo=True, verbose=False)
     except Exception as exc:
