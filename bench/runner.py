@@ -138,6 +138,7 @@ class Runner:
             mf = variant.manifest
             row.update({k: mf.get(k) for k in ("scheme", "sparsity", "bits", "precision", "macs_dense",
                                                 "macs_effective", "params", "params_kept")})
+            row["macs_masked"] = mf.get("macs_effective")  # what the masks allow; macs_effective: what was compiled
             row["accuracy"] = (mf.get("accuracy") or {}).get("final")
             row["accuracy_dataset"] = mf.get("accuracy_dataset")
             target = target_registry.get(cell.target.name)

@@ -16,7 +16,7 @@ COLUMNS = [
     "campaign", "run_id", "cell_id", "model", "variant", "scheme", "sparsity", "bits", "precision", "target",
     "device", "status", "message", "verified", "max_abs_err", "tolerance",
     "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_cv",
-    "latency_ms_ci_low", "latency_ms_ci_high", "runs", "macs_dense", "macs_effective", "params", "params_kept",
+    "latency_ms_ci_low", "latency_ms_ci_high", "runs", "macs_dense", "macs_effective", "macs_masked", "params", "params_kept",
     "accuracy", "accuracy_dataset",
     "provenance", "compile_s", "artifact", "finished_at",
 ]

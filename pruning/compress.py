@@ -19,7 +19,7 @@ from pruning.errors import CompressionError
 from pruning.variant import ModelSpec, Variant, cache_dir, load_dense
 
 # Bump when compression output would change for the same inputs: it is part of the variant cache key.
-COMPRESSION_VERSION = 2
+COMPRESSION_VERSION = 3
 
 OnEpoch = Callable[[str, int, int, float, float | None], None]
 
@@ -32,6 +32,7 @@ class CompressionSpec(BaseModel):
     sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     block: str = "8x16"
     block_mode: Literal["column", "row", "rowcol"] = "column"
+    balanced: bool = True
     per_layer: dict[str, float] = Field(default_factory=dict)
     exempt_first_last: bool = True
     method: Literal["oneshot", "iterative", "admm"] = "oneshot"
@@ -60,6 +61,12 @@ class CompressionSpec(BaseModel):
     def block_shape(self) -> tuple[int, int]:
         r, c = self.block.split("x")
         return int(r), int(c)
+
+    def prune_spec(self):
+        from pruning.schemes import PruneSpec
+
+        return PruneSpec(self.scheme, self.sparsity, self.block_shape, self.block_mode, dict(self.per_layer),
+                         self.exempt_first_last, self.balanced)
 
     @property
     def quantized(self) -> bool:

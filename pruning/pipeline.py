@@ -12,7 +12,7 @@ from pruning import quant
 from pruning.compress import CompressionSpec, OnEpoch
 from pruning.errors import CompressionError
 from pruning.macs import count_exported
-from pruning.schemes import PruneSpec, apply_masks, prune
+from pruning.schemes import apply_masks, prune
 from pruning.schemes.layers import prunable_layers, weighted_layers
 from pruning.train import TrainConfig, accuracy, admm_prune, iterative_prune, train
 from pruning.variant import ModelSpec, Variant, tensor_digest
@@ -49,8 +49,7 @@ def compress(dense: Variant, model: ModelSpec, spec: CompressionSpec, on_epoch: 
     parent = tensor_digest(net.state_dict(), dense.hash)
 
     masks: dict[str, torch.Tensor] = {}
-    pspec = PruneSpec(spec.scheme, spec.sparsity, spec.block_shape, spec.block_mode, spec.per_layer,
-                      spec.exempt_first_last)
+    pspec = spec.prune_spec()
     if spec.scheme != "none":
         if spec.method == "oneshot":
             masks = prune(net, pspec)
@@ -156,5 +155,4 @@ def _variant(dense: Variant, spec, net, masks, qweights, act, acc, parent, ds) -
 def _targets(net, spec):
     if spec.scheme == "none":
         return []
-    return list(prunable_layers(net, PruneSpec(spec.scheme, spec.sparsity, spec.block_shape, spec.block_mode,
-                                               spec.per_layer, spec.exempt_first_last)))
+    return list(prunable_layers(net, spec.prune_spec()))

@@ -6,6 +6,7 @@ and the mask is re-applied after it (momentum and weight decay would otherwise r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,8 +97,8 @@ def iterative_prune(model: nn.Module, data: Dataset, spec: PruneSpec, rounds: in
     per_round = max(1, epochs // max(rounds, 1))
     for r in range(1, rounds + 1):
         frac = 1 - (1 - r / rounds) ** 3
-        step = PruneSpec(spec.scheme, spec.sparsity * frac, spec.block, spec.block_mode,
-                         {k: v * frac for k, v in spec.per_layer.items()}, spec.exempt_first_last)
+        step = dataclasses.replace(spec, sparsity=spec.sparsity * frac,
+                                   per_layer={k: v * frac for k, v in spec.per_layer.items()})
         masks = prune(model, step)
         apply_masks(model, masks)
         train(model, data, per_round, cfg, masks, phase=f"iterative {r}/{rounds}", on_epoch=on_epoch)

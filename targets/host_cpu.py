@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +20,8 @@ class HostCPUOptions(BaseModel):
     trials_per_task: int | None = Field(None, ge=1)
     mcpu: str | None = Field(None, description="LLVM CPU name; default: this machine's")
     threads: int | None = Field(None, ge=1, description="TVM runtime threads; default: all cores")
+    lowering: Literal["joulebench", "tvm"] = Field(
+        "joulebench", description="joulebench: shared conv/linear kernel that skips pruned columns; tvm: TVM's own")
 
 
 def host_target(mcpu: str | None = None):
@@ -78,19 +81,23 @@ class HostCPUTarget(Target):
     def version(self) -> str:
         import tvm
 
-        return f"tvm-{tvm.__version__}"
+        from targets.tvm.lowering import LOWERING_VERSION
+
+        return f"tvm-{tvm.__version__}-lowering{LOWERING_VERSION}"
 
     def compile(self, variant: Variant, options: HostCPUOptions, workdir: Path) -> dict:
         from targets.tvm.build import build, kernel_names
         from targets.tvm.importer import to_relax
+        from targets.tvm.lowering import lower_variant
 
         target = host_target(options.mcpu)
-        ex, tuning = build(to_relax(variant), target, options.tune_trials, options.trials_per_task)
+        mod, lowered = lower_variant(to_relax(variant), variant, options.lowering)
+        ex, tuning = build(mod, target, options.tune_trials, options.trials_per_task)
         try:
             ex.export_library(str(workdir / "model.so"))
         except Exception as exc:
             raise TargetError(f"exporting the host-cpu library failed (is a C compiler installed?): {exc}") from None
-        return {"tvm_target": str(target), "kernels": kernel_names(ex), **tuning}
+        return {"tvm_target": str(target), "kernels": kernel_names(ex), **tuning, **lowered}
 
     def open(self, device: str | None, options: HostCPUOptions) -> Session:
         if device not in (None, "host", "local"):

@@ -20,7 +20,7 @@ Masks = dict[str, torch.Tensor]
 SchemeFn = Callable[[torch.Tensor, float, PruneSpec], torch.Tensor]
 
 SCHEMES: dict[str, SchemeFn] = {
-    "block": lambda w, s, spec: block_mask(w, s, spec.block, spec.block_mode),
+    "block": lambda w, s, spec: block_mask(w, s, spec.block, spec.block_mode, spec.balanced),
     "unstructured": lambda w, s, spec: unstructured_mask(w, s),
     "filter": lambda w, s, spec: filter_mask(w, s),
     "pattern": lambda w, s, spec: pattern_mask(w, s),

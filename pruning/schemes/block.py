@@ -21,7 +21,11 @@ def _rms(x: torch.Tensor, size: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(size > 0, s, torch.full_like(s, float("inf")))
 
 
-def block_mask(w: torch.Tensor, sparsity: float, block: tuple[int, int], mode: str = "column") -> torch.Tensor:
+def block_mask(w: torch.Tensor, sparsity: float, block: tuple[int, int], mode: str = "column",
+               balanced: bool = True) -> torch.Tensor:
+    """Keep-mask of `w`. `balanced`: every row-block prunes the same number of column segments, so
+    each row-block keeps the same number of GEMM columns (what the compiled kernel runs without
+    padding); otherwise segments compete across the whole layer."""
     mat = gemm_view(w)
     rows, cols = mat.shape
     br, bc = min(block[0], rows), min(block[1], cols)
@@ -37,7 +41,12 @@ def block_mask(w: torch.Tensor, sparsity: float, block: tuple[int, int], mode: s
     col_target = target if mode == "column" else round((1 - math.sqrt(1 - sparsity)) * rows * cols)
     if mode in ("column", "rowcol"):
         size = keep.sum(1)  # [nbr, nbc, bc]
-        pruned = prune_groups(_rms(B, size, 1), size, col_target)
+        scores = _rms(B, size, 1)
+        if balanced:
+            pruned = torch.stack([prune_groups(scores[i], size[i], round(col_target * int(size[i, 0, 0]) / rows))
+                                  for i in range(nbr)])
+        else:
+            pruned = prune_groups(scores, size, col_target)
         keep &= ~pruned.unsqueeze(1)
     if mode in ("row", "rowcol"):
         already = int(rows * cols - keep.sum())

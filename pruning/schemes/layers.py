@@ -19,6 +19,7 @@ class PruneSpec:
     block_mode: str = "column"  # column | row | rowcol
     per_layer: dict[str, float] = field(default_factory=dict)
     exempt_first_last: bool = True
+    balanced: bool = True  # same kept columns in every row-block (see block.block_mask)
 
     def __post_init__(self) -> None:
         for s in [self.sparsity, *self.per_layer.values()]:

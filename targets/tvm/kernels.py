@@ -1,0 +1,127 @@
+"""The conv/linear kernel every TVM target shares: a GEMM over a per-row-block list of input columns.
+
+For output row-block b (br output channels) and output pixel (ho, wo):
+
+    Y[n, b*br + r, ho, wo] = act( sum_j W[b, j, r] * Xpad[n, c_bj, ho*s + ki_bj, wo*s + kj_bj] + bias + residual )
+
+where (c, ki, kj)_bj is the j-th kept column of the GEMM view of the weight in row-block b. A dense
+layer lists every column; a block-pruned layer only the columns its block kept, so the work done is
+exactly the kept work. The micro-kernel keeps a br x (th*tw) tile of outputs in registers
+(br channels vectorized, one broadcast input scalar per FMA) over the j loop, then applies the
+fused epilogue while writing back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, te, tirx
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    n: int
+    c: int
+    h: int
+    w: int
+    cout: int  # output channels produced by the GEMM (kept rows, a multiple of br)
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    pad: tuple[int, int, int, int]  # top, left, bottom, right
+    br: int
+    kmax: int  # columns per row-block
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        hp, wp = self.h + self.pad[0] + self.pad[2], self.w + self.pad[1] + self.pad[3]
+        return (hp - self.kh) // self.stride[0] + 1, (wp - self.kw) // self.stride[1] + 1
+
+    @property
+    def macs(self) -> int:
+        ho, wo = self.out_hw
+        return self.n * self.cout * ho * wo * self.kmax
+
+
+def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout: int | None = None):
+    """TE definition. With `full_cout`, the GEMM produced only kept rows and ROWMAP[co] (-1: pruned)
+    scatters them into `full_cout` output channels before the epilogue."""
+    ho_n, wo_n = s.out_hw
+    top, left = s.pad[0], s.pad[1]
+    nb = s.cout // s.br
+    X = te.placeholder((s.n, s.c, s.h, s.w), "float32", name="x")
+    W = te.placeholder((nb, s.kmax, s.br), "float32", name="w")
+    IDX = te.placeholder((nb, s.kmax, 3), "int32", name="idx")
+    hp, wp = s.h + s.pad[0] + s.pad[2], s.w + s.pad[1] + s.pad[3]
+    inputs = [X, W, IDX]
+    Xp = te.compute(
+        (s.n, s.c, hp, wp),
+        lambda n, c, h, w: tirx.if_then_else(
+            tirx.all(h >= top, h < s.h + top, w >= left, w < s.w + left),
+            X[n, c, h - top, w - left], tirx.const(0.0, "float32")),
+        name="jb_pad")
+    j = te.reduce_axis((0, s.kmax), name="j")
+    sh, sw = s.stride
+    Y = te.compute(
+        (s.n, nb, ho_n, wo_n, s.br),
+        lambda n, b, ho, wo, r: te.sum(
+            W[b, j, r] * Xp[n, IDX[b, j, 0], ho * sh + IDX[b, j, 1], wo * sw + IDX[b, j, 2]], axis=j),
+        name="jb_gemm")
+    cout = full_cout or s.cout
+    B = te.placeholder((cout,), "float32", name="bias") if bias else None
+    R = te.placeholder((s.n, cout, ho_n, wo_n), "float32", name="residual") if residual else None
+    MAP = te.placeholder((cout,), "int32", name="rowmap") if full_cout else None
+    inputs += [t for t in (B, R, MAP) if t is not None]
+
+    def epilogue(n, co, ho, wo):
+        if MAP is not None:
+            k = MAP[co]
+            v = tirx.if_then_else(k >= 0, Y[n, tirx.max(k, 0) // s.br, ho, wo, tirx.max(k, 0) % s.br],
+                                  tirx.const(0.0, "float32"))
+        else:
+            v = Y[n, co // s.br, ho, wo, co % s.br]
+        if B is not None:
+            v = v + B[co]
+        if R is not None:
+            v = v + R[n, co, ho, wo]
+        return tirx.max(v, tirx.const(0.0, "float32")) if relu else v
+
+    out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
+    return te.create_prim_func([*inputs, out])
+
+
+def _divisor_at_most(n: int, cap: int) -> int:
+    return next(d for d in range(max(1, min(n, cap)), 0, -1) if n % d == 0)
+
+
+def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
+    """The hand schedule: parallel over (image, row-block, pixel tile), j outer, register tile inner."""
+    sch = s_tir.Schedule(func)
+    gemm = sch.get_sblock("jb_gemm")
+    n, b, ho, wo, r, j = sch.get_loops(gemm)
+    ho_n, wo_n = s.out_hw
+    tw = _divisor_at_most(wo_n, pixels)
+    th = _divisor_at_most(ho_n, max(1, pixels // tw))
+    ho_o, ho_i = sch.split(ho, [None, th])
+    wo_o, wo_i = sch.split(wo, [None, tw])
+    sch.reorder(n, b, ho_o, wo_o, j, ho_i, wo_i, r)
+    tile = sch.fuse(n, b, ho_o, wo_o)
+    sch.parallel(tile)
+    sch.unroll(ho_i)
+    sch.unroll(wo_i)
+    sch.vectorize(r)
+    wb = sch.cache_write(gemm, 0, "local")
+    out = sch.get_sblock("jb_out")
+    if scattered:  # rows gathered through ROWMAP: the epilogue is its own parallel pass
+        on, oc, oh, ow = sch.get_loops(out)
+        sch.parallel(sch.fuse(on, oc))
+        sch.vectorize(ow)
+    else:  # epilogue fused into the register write-back
+        sch.reverse_compute_inline(out)
+    sch.reverse_compute_at(wb, tile)
+    sch.decompose_reduction(gemm, j)
+    pad = sch.get_sblock("jb_pad")
+    pn, pc, ph, pw = sch.get_loops(pad)
+    sch.parallel(sch.fuse(pn, pc))
+    sch.vectorize(pw)
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)

@@ -1,0 +1,270 @@
+"""Relax rewrite: every groups=1 conv2d / linear with constant weights becomes one call to the shared
+kernel (kernels.py), with batch-norm folded into its weights and bias, residual add and ReLU fused.
+
+The plan for each layer comes from the variant's scheme and the weights themselves:
+  block        -> per row-block of `br` output channels, only the columns that row-block kept
+  filter       -> only the non-zero output channels (the physically smaller dense layer), scattered back
+  anything else-> dense (unstructured sparsity stays dense: irregular zeros buy nothing here)
+Layers the kernel does not cover (grouped/depthwise or dilated convs) stay on TVM's own lowering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import Constant
+
+from targets.tvm.kernels import ConvShape, conv_compute, schedule_conv
+
+DEFAULT_BR = 8
+LOWERING_VERSION = 1  # part of every artifact cache key: bump when lowered code would change
+
+
+@dataclass
+class LayerPlan:
+    weight: np.ndarray  # [Cout, K] GEMM view, BN folded
+    br: int
+    cols: np.ndarray  # [nb, kmax] column indices per row-block
+    rows: np.ndarray | None  # kept output rows (compacted), None = all rows in order
+
+
+@dataclass
+class LoweringReport:
+    layers: list[dict] = field(default_factory=list)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer["macs"] for layer in self.layers)
+
+
+def plan_layer(w2: np.ndarray, scheme: str, block_rows: int | None) -> LayerPlan:
+    cout, k = w2.shape
+    if scheme == "block" and block_rows and all(np.any(w2[i:i + block_rows] != 0, axis=0).all()
+                                                 for i in range(0, cout, block_rows)):
+        scheme = "none"  # a layer exempt from pruning: every row-block keeps every column -> dense kernel
+    rows = None
+    if scheme == "filter":
+        kept = np.flatnonzero(np.any(w2 != 0, axis=1))
+        rows = kept if len(kept) < cout else None
+    if scheme == "block" and block_rows:
+        br = block_rows
+    else:  # any row-block size works for dense rows: prefer 8 lanes, else a divisor (10 for a 10-way classifier)
+        br = DEFAULT_BR if cout % DEFAULT_BR == 0 else max(d for d in range(1, 17) if cout % d == 0)
+    n_rows = cout if rows is None else len(rows)
+    if rows is None and cout % br:
+        rows = np.arange(cout)  # pad to whole row-blocks through the row map
+    if rows is not None and len(rows) % br:
+        br = min(br, max(1, len(rows)))
+    mat = w2 if rows is None else w2[rows]
+    pad_rows = (-n_rows) % br
+    mat = np.concatenate([mat, np.zeros((pad_rows, k), mat.dtype)]) if pad_rows else mat
+    nb = mat.shape[0] // br
+    if scheme == "block":
+        per_block = [np.flatnonzero(np.any(mat[b * br:(b + 1) * br] != 0, axis=0)) for b in range(nb)]
+        kmax = max(1, max(len(c) for c in per_block))
+        # row-blocks with fewer kept columns are padded with a zero-weight column (balanced pruning has none)
+        cols = np.stack([np.pad(c, (0, kmax - len(c)), constant_values=c[0] if len(c) else 0) for c in per_block])
+        wmat = np.stack([mat[b * br:(b + 1) * br, cols[b]] for b in range(nb)])  # [nb, br, kmax]
+        for b, c in enumerate(per_block):
+            wmat[b, :, len(c):] = 0
+        plan = LayerPlan(wmat, br, cols, rows)
+    else:
+        cols = np.tile(np.arange(k), (nb, 1))
+        plan = LayerPlan(mat.reshape(nb, br, k), br, cols, rows)
+    return plan
+
+
+def ir_macs(mod: tvm.IRModule) -> int:
+    """MACs of the lowered module, read from the IR: each kernel call from the shapes of the weight
+    table it was given, and any conv2d / matmul left to TVM's own lowering counted dense."""
+    total = 0
+    for blk in mod["main"].body.blocks:
+        for b in blk.bindings:
+            v = b.value
+            if _op(v, "relax.call_tir") and v.args[0].name_hint.startswith("jb_conv"):
+                nb, kmax, br = (int(d) for d in v.args[1].fields[1].ty.shape)
+                n, _, ho, wo = (int(d) for d in b.var.ty.shape)
+                total += n * ho * wo * nb * br * kmax
+            elif _op(v, "relax.nn.conv2d"):
+                w = [int(d) for d in v.args[1].ty.shape]
+                out = [int(d) for d in b.var.ty.shape]
+                total += out[0] * out[2] * out[3] * w[0] * w[1] * w[2] * w[3]
+            elif _op(v, "relax.matmul"):
+                out = [int(d) for d in b.var.ty.shape]
+                total += int(np.prod(out)) * int(v.args[0].ty.shape[-1])
+    return total
+
+
+def _const(a: np.ndarray) -> Constant:
+    return relax.const(tvm.runtime.tensor(np.ascontiguousarray(a)))
+
+
+def _np(c: Constant) -> np.ndarray:
+    return c.value.numpy()
+
+
+class _Chain:
+    """conv/linear -> [bias add] -> [batch_norm, [0]] -> [residual add] -> [relu], each step single-use."""
+
+    def __init__(self) -> None:
+        self.start: relax.Var | None = None
+        self.x: relax.Expr | None = None
+        self.weight: np.ndarray | None = None  # [Cout, Cin, kh, kw]
+        self.attrs = None
+        self.linear = False
+        self.bias: np.ndarray | None = None
+        self.residual: relax.Expr | None = None
+        self.relu = False
+        self.vars: list[relax.Var] = []
+
+
+def _op(call, name: str) -> bool:
+    return isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == name
+
+
+def _find_chains(func: relax.Function) -> dict[relax.Var, _Chain]:
+    bindings = [b for blk in func.body.blocks for b in blk.bindings]
+    users: dict[relax.Var, list] = {}
+    for b in bindings:
+        for v in relax.analysis.free_vars(b.value) if not isinstance(b.value, relax.Var) else [b.value]:
+            users.setdefault(v, []).append(b)
+    out_vars = set(relax.analysis.free_vars(func.body.body))
+
+    def single_user(var):
+        u = users.get(var, [])
+        return u[0] if len(u) == 1 and var not in out_vars else None
+
+    chains: dict[relax.Var, _Chain] = {}
+    claimed: set = set()  # bindings already inside a chain (a residual add has two candidate chains)
+    for b in bindings:
+        v = b.value
+        ch = _Chain()
+        if _op(v, "relax.nn.conv2d") and isinstance(v.args[1], Constant):
+            a = v.attrs
+            if int(a.groups) != 1 or any(int(d) != 1 for d in a.dilation) or a.data_layout != "NCHW" \
+                    or a.kernel_layout != "OIHW" or str(b.var.ty.dtype) != "float32":
+                continue
+            ch.weight, ch.attrs = _np(v.args[1]), a
+        elif _op(v, "relax.matmul") and isinstance(v.args[1], Constant) and len(v.args[1].ty.shape) == 2 \
+                and len(v.args[0].ty.shape) == 2 and str(b.var.ty.dtype) == "float32":
+            w = _np(v.args[1]).T
+            ch.weight, ch.linear = w.reshape(*w.shape, 1, 1), True
+        else:
+            continue
+        ch.x, ch.start, cur = v.args[0], b.var, b
+        ch.vars.append(b.var)
+        cout = ch.weight.shape[0]
+        ch.bias = np.zeros(cout, np.float32)
+        scale = np.ones(cout, np.float32)
+        stage = 0
+        while (nxt := single_user(cur.var)) is not None and nxt.var not in claimed:
+            val = nxt.value
+            consts = [a for a in getattr(val, "args", []) if isinstance(a, Constant)]
+            if stage <= 0 and _op(val, "relax.add") and len(consts) == 1 and consts[0].value.numpy().size == cout:
+                ch.bias += consts[0].value.numpy().reshape(-1) * scale
+                stage = 1
+            elif stage <= 1 and _op(val, "relax.nn.batch_norm") and all(isinstance(a, Constant) for a in val.args[1:]):
+                get = single_user(nxt.var)
+                if get is None or not isinstance(get.value, relax.TupleGetItem) or get.value.index != 0:
+                    break
+                gamma, beta, mean, var = (_np(a) for a in val.args[1:5])
+                s = gamma / np.sqrt(var + float(val.attrs.epsilon))
+                ch.bias, scale = (ch.bias - mean) * s + beta, scale * s
+                ch.vars.append(nxt.var)
+                nxt, stage = get, 2
+            elif stage <= 2 and _op(val, "relax.add") and not consts and not ch.linear \
+                    and all(tuple(a.ty.shape) == tuple(cur.var.ty.shape) for a in val.args):
+                ch.residual = val.args[1] if val.args[0].same_as(cur.var) else val.args[0]
+                stage = 3
+            elif _op(val, "relax.nn.relu"):
+                ch.relu = True
+                ch.vars.append(nxt.var)
+                cur = nxt
+                break
+            else:
+                break
+            ch.vars.append(nxt.var)
+            cur = nxt
+        ch.weight = ch.weight * scale.reshape(-1, 1, 1, 1)
+        claimed.update(ch.vars)
+        chains[cur.var] = ch
+    return chains
+
+
+def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None) -> tuple[tvm.IRModule, LoweringReport]:
+    """Rewrite `main` of `mod`; returns the new module and a per-layer report (plan and MACs compiled)."""
+    mod = relax.transform.FoldConstant()(mod)
+    report = LoweringReport()
+    chains = _find_chains(mod["main"])
+    skip = {v for ch in chains.values() for v in ch.vars} - set(chains)
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_var_binding_(self, binding):
+            if binding.var in skip:
+                return
+            ch = chains.get(binding.var)
+            if ch is None:
+                return super().visit_var_binding_(binding)
+            new = self.builder_.emit(_emit(self, ch, scheme, block_rows, report))
+            self.set_var_remap(binding.var, new)
+
+    rw = Rewriter(mod)
+    main = rw.visit_expr(mod["main"])
+    mod = rw.builder_.get()  # holds the kernels the rewrite added
+    mod["main"] = main
+    return relax.transform.DeadCodeElimination()(mod), report
+
+
+def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: LoweringReport) -> relax.Expr:
+    x = mut.visit_expr(ch.x)
+    cout, cin, kh, kw = ch.weight.shape
+    if ch.linear:
+        n = int(x.ty.shape[0])
+        x = mut.builder_.emit(relax.op.reshape(x, (n, cin, 1, 1)))
+        stride, pad, h, w = (1, 1), (0, 0, 0, 0), 1, 1
+    else:
+        n, _, h, w = (int(d) for d in x.ty.shape)
+        stride = tuple(int(s) for s in ch.attrs.strides)
+        p = [int(v) for v in ch.attrs.padding]
+        pad = (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[1], p[0], p[1])
+    plan = plan_layer(ch.weight.reshape(cout, -1).astype(np.float32), scheme, block_rows)
+    nb, kmax = plan.cols.shape
+    shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax)
+    scattered = plan.rows is not None
+    func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
+                        full_cout=cout if scattered else None)
+    # opaque (never re-fused); no global symbol of its own: the module names it when adding it
+    func = schedule_conv(func, shape, scattered).with_attr("op_pattern", 8).without_attr("global_symbol")
+    gv = mut.builder_.add_func(func, "jb_conv")
+    idx = np.stack([plan.cols // (kh * kw), (plan.cols // kw) % kh, plan.cols % kw], -1).astype(np.int32)
+    args = [x, _const(plan.weight.transpose(0, 2, 1).astype(np.float32)), _const(idx), _const(ch.bias.astype(np.float32))]
+    if ch.residual is not None:
+        args.append(mut.visit_expr(ch.residual))
+    if scattered:
+        rowmap = np.full(cout, -1, np.int32)
+        rowmap[plan.rows] = np.arange(len(plan.rows), dtype=np.int32)
+        args.append(_const(rowmap))
+    ho, wo = shape.out_hw
+    out = relax.call_tir(gv, args, relax.TensorType((n, cout, ho, wo), "float32"))
+    report.layers.append({"kernel": gv.name_hint, "op": "linear" if ch.linear else "conv", "out_channels": cout,
+                          "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
+                          "macs": shape.macs, "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
+                                                                         ("relu", ch.relu)) if on]})
+    if ch.linear:
+        out = relax.op.reshape(mut.builder_.emit(out), (n, cout))
+    return out
+
+
+def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench") -> tuple[tvm.IRModule, dict]:
+    """Lower a variant's module as its compression scheme calls for; returns it with the manifest
+    fields every TVM artifact records (the MACs actually compiled, counted in the lowered IR)."""
+    if mode == "tvm":
+        return mod, {"lowering": "tvm", "macs_effective": ir_macs(mod)}
+    mf = variant.manifest
+    block_rows = int(mf["block"].split("x")[0]) if mf.get("block") else None
+    mod, report = lower(mod, mf.get("scheme", "none"), block_rows)
+    return mod, {"lowering": "joulebench", "lowered_layers": report.layers, "macs_effective": ir_macs(mod)}
