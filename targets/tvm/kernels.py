@@ -43,31 +43,58 @@ class ConvShape:
         return self.n * self.cout * ho * wo * self.kmax
 
 
-def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout: int | None = None):
+@dataclass(frozen=True)
+class ActQuant:
+    """Affine activation quantization applied while padding: q = clamp(round(x / scale) + zp, 0, qmax)."""
+
+    scale: float
+    zero_point: int
+    qmax: int
+
+
+def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
+                 quant: ActQuant | None = None):
     """TE definition. With `full_cout`, the GEMM produced only kept rows and ROWMAP[co] (-1: pruned)
-    scatters them into `full_cout` output channels before the epilogue."""
+    scatters them into `full_cout` output channels before the epilogue.
+
+    With `quant`, the integer form: activations are quantized in the pad stage and held as (q - zp)
+    in int16, weights are int8, the GEMM accumulates in int32, and the epilogue requantizes with a
+    per-channel float scale (activation scale x weight scale x folded batch-norm scale)."""
     ho_n, wo_n = s.out_hw
     top, left = s.pad[0], s.pad[1]
     nb = s.cout // s.br
     X = te.placeholder((s.n, s.c, s.h, s.w), "float32", name="x")
-    W = te.placeholder((nb, s.kmax, s.br), "float32", name="w")
+    W = te.placeholder((nb, s.kmax, s.br), "int8" if quant else "float32", name="w")
     IDX = te.placeholder((nb, s.kmax, 3), "int32", name="idx")
     hp, wp = s.h + s.pad[0] + s.pad[2], s.w + s.pad[1] + s.pad[3]
     inputs = [X, W, IDX]
+    acc, act = ("int32", "int16") if quant else ("float32", "float32")
+
+    def load(n, c, h, w):
+        v = X[n, c, h - top, w - left]
+        if quant is None:
+            return v
+        q = tirx.round(v / tirx.const(quant.scale, "float32")) + tirx.const(float(quant.zero_point), "float32")
+        q = tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(quant.qmax), "float32"))
+        return tirx.Cast(act, q - tirx.const(float(quant.zero_point), "float32"))
+
     Xp = te.compute(
         (s.n, s.c, hp, wp),
         lambda n, c, h, w: tirx.if_then_else(
-            tirx.all(h >= top, h < s.h + top, w >= left, w < s.w + left),
-            X[n, c, h - top, w - left], tirx.const(0.0, "float32")),
+            tirx.all(h >= top, h < s.h + top, w >= left, w < s.w + left), load(n, c, h, w), tirx.const(0, act)),
         name="jb_pad")
     j = te.reduce_axis((0, s.kmax), name="j")
     sh, sw = s.stride
     Y = te.compute(
         (s.n, nb, ho_n, wo_n, s.br),
         lambda n, b, ho, wo, r: te.sum(
-            W[b, j, r] * Xp[n, IDX[b, j, 0], ho * sh + IDX[b, j, 1], wo * sw + IDX[b, j, 2]], axis=j),
+            tirx.Cast(acc, W[b, j, r]) * tirx.Cast(acc, Xp[n, IDX[b, j, 0], ho * sh + IDX[b, j, 1], wo * sw + IDX[b, j, 2]]),
+            axis=j),
         name="jb_gemm")
     cout = full_cout or s.cout
+    CS = te.placeholder((cout,), "float32", name="outscale") if quant else None
+    if CS is not None:
+        inputs.append(CS)
     B = te.placeholder((cout,), "float32", name="bias") if bias else None
     R = te.placeholder((s.n, cout, ho_n, wo_n), "float32", name="residual") if residual else None
     MAP = te.placeholder((cout,), "int32", name="rowmap") if full_cout else None
@@ -77,9 +104,11 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
         if MAP is not None:
             k = MAP[co]
             v = tirx.if_then_else(k >= 0, Y[n, tirx.max(k, 0) // s.br, ho, wo, tirx.max(k, 0) % s.br],
-                                  tirx.const(0.0, "float32"))
+                                  tirx.const(0, acc))
         else:
             v = Y[n, co // s.br, ho, wo, co % s.br]
+        if CS is not None:
+            v = tirx.Cast("float32", v) * CS[co]
         if B is not None:
             v = v + B[co]
         if R is not None:

@@ -17,10 +17,10 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
-from targets.tvm.kernels import ConvShape, conv_compute, schedule_conv
+from targets.tvm.kernels import ActQuant, ConvShape, conv_compute, schedule_conv
 
 DEFAULT_BR = 8
-LOWERING_VERSION = 1  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 2  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -119,14 +119,50 @@ class _Chain:
         self.residual: relax.Expr | None = None
         self.relu = False
         self.vars: list[relax.Var] = []
+        self.raw: np.ndarray | None = None  # the weight before batch-norm folding
+        self.scale: np.ndarray | None = None  # folded batch-norm scale per output channel
+        self.quant: ActQuant | None = None  # activation fake-quant absorbed from the producer chain
+        self.qweight = None  # the layer's int8 weights (pruning.quant.QuantizedWeight) when quantized
 
 
 def _op(call, name: str) -> bool:
     return isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == name
 
 
-def _find_chains(func: relax.Function) -> dict[relax.Var, _Chain]:
+_FAKE_QUANT = ("relax.multiply", "relax.subtract", "relax.clip", "relax.add", "relax.round", "relax.divide")
+
+
+def _absorb_fake_quant(ch: _Chain, producer: dict, single_user, by_content: dict) -> None:
+    """x -> divide(s) -> round -> add(zp) -> clip(0, qmax) -> subtract(zp) -> multiply(s) -> conv:
+    the integer kernel quantizes x itself, so the chain's bindings are dropped and x fed directly."""
+    qw = by_content.get(np.ascontiguousarray(ch.raw.reshape(ch.raw.shape[0], -1), dtype=np.float32).tobytes())
+    if qw is None:
+        return  # no integer weights for this layer: it stays in float
+    cur, seen, consts = ch.x, [], {}
+    for name in _FAKE_QUANT:
+        b = producer.get(cur)
+        if b is None or not _op(b.value, name) or single_user(b.var) is None:
+            return
+        seen.append(b.var)
+        args = b.value.args
+        if name == "relax.clip":
+            consts["qmax"] = int(args[2].value)
+        elif name != "relax.round":
+            c = [a for a in args[1:] if isinstance(a, Constant)]
+            if not c:
+                return
+            consts[name] = float(c[0].value.numpy())
+        cur = args[0]
+    s, zp = consts["relax.multiply"], consts["relax.subtract"]
+    if s != consts["relax.divide"] or zp != consts["relax.add"] or not float(zp).is_integer():
+        return
+    ch.quant, ch.qweight, ch.x = ActQuant(s, int(zp), consts["qmax"]), qw, cur
+    ch.vars += seen
+
+
+def _find_chains(func: relax.Function, by_content: dict) -> dict[relax.Var, _Chain]:
     bindings = [b for blk in func.body.blocks for b in blk.bindings]
+    producer = {b.var: b for b in bindings}
     users: dict[relax.Var, list] = {}
     for b in bindings:
         for v in relax.analysis.free_vars(b.value) if not isinstance(b.value, relax.Var) else [b.value]:
@@ -188,17 +224,28 @@ def _find_chains(func: relax.Function) -> dict[relax.Var, _Chain]:
                 break
             ch.vars.append(nxt.var)
             cur = nxt
+        ch.raw, ch.scale = ch.weight, scale
         ch.weight = ch.weight * scale.reshape(-1, 1, 1, 1)
+        _absorb_fake_quant(ch, producer, single_user, by_content)
         claimed.update(ch.vars)
         chains[cur.var] = ch
     return chains
 
 
-def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None) -> tuple[tvm.IRModule, LoweringReport]:
-    """Rewrite `main` of `mod`; returns the new module and a per-layer report (plan and MACs compiled)."""
+def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None,
+          qweights: dict | None = None) -> tuple[tvm.IRModule, LoweringReport]:
+    """Rewrite `main` of `mod`; returns the new module and a per-layer report (plan and MACs compiled).
+
+    `qweights` (layer -> pruning.quant.QuantizedWeight) enables the integer kernel for layers whose
+    input is fake-quantized: their weights are found by content among the dequantized constants."""
     mod = relax.transform.FoldConstant()(mod)
+    by_content = {}
+    for qw in (qweights or {}).values():
+        if qw.bits <= 8:  # 16-bit weights stay on the float path
+            deq = qw.dequantize().numpy().astype(np.float32)
+            by_content[deq.reshape(deq.shape[0], -1).tobytes()] = qw
     report = LoweringReport()
-    chains = _find_chains(mod["main"])
+    chains = _find_chains(mod["main"], by_content)
     skip = {v for ch in chains.values() for v in ch.vars} - set(chains)
 
     @relax.expr_functor.mutator
@@ -220,8 +267,8 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
 
 
 def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: LoweringReport) -> relax.Expr:
-    x = mut.visit_expr(ch.x)
     cout, cin, kh, kw = ch.weight.shape
+    x = mut.visit_expr(ch.x)
     if ch.linear:
         n = int(x.ty.shape[0])
         x = mut.builder_.emit(relax.op.reshape(x, (n, cin, 1, 1)))
@@ -231,17 +278,26 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         stride = tuple(int(s) for s in ch.attrs.strides)
         p = [int(v) for v in ch.attrs.padding]
         pad = (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[1], p[0], p[1])
-    plan = plan_layer(ch.weight.reshape(cout, -1).astype(np.float32), scheme, block_rows)
+    if ch.quant is not None:  # plan on the integer levels (exact in float32), requantize in the epilogue
+        gemm_w = ch.qweight.q.numpy().reshape(cout, -1).astype(np.float32)
+        outscale = (ch.quant.scale * ch.qweight.scale.numpy() * ch.scale).astype(np.float32)
+    else:
+        gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
+    plan = plan_layer(gemm_w, scheme, block_rows)
     nb, kmax = plan.cols.shape
     shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax)
     scattered = plan.rows is not None
     func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
-                        full_cout=cout if scattered else None)
+                        full_cout=cout if scattered else None, quant=ch.quant)
     # opaque (never re-fused); no global symbol of its own: the module names it when adding it
     func = schedule_conv(func, shape, scattered).with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_conv")
     idx = np.stack([plan.cols // (kh * kw), (plan.cols // kw) % kh, plan.cols % kw], -1).astype(np.int32)
-    args = [x, _const(plan.weight.transpose(0, 2, 1).astype(np.float32)), _const(idx), _const(ch.bias.astype(np.float32))]
+    wdtype = np.int8 if ch.quant is not None else np.float32
+    args = [x, _const(plan.weight.transpose(0, 2, 1).astype(wdtype)), _const(idx)]
+    if outscale is not None:
+        args.append(_const(outscale))
+    args.append(_const(ch.bias.astype(np.float32)))
     if ch.residual is not None:
         args.append(mut.visit_expr(ch.residual))
     if scattered:
@@ -252,7 +308,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     out = relax.call_tir(gv, args, relax.TensorType((n, cout, ho, wo), "float32"))
     report.layers.append({"kernel": gv.name_hint, "op": "linear" if ch.linear else "conv", "out_channels": cout,
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
-                          "macs": shape.macs, "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
+                          "macs": shape.macs, "dtype": "int8" if ch.quant else "float32", "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
                                                                          ("relu", ch.relu)) if on]})
     if ch.linear:
         out = relax.op.reshape(mut.builder_.emit(out), (n, cout))
@@ -266,5 +322,5 @@ def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench") -> tuple
         return mod, {"lowering": "tvm", "macs_effective": ir_macs(mod)}
     mf = variant.manifest
     block_rows = int(mf["block"].split("x")[0]) if mf.get("block") else None
-    mod, report = lower(mod, mf.get("scheme", "none"), block_rows)
+    mod, report = lower(mod, mf.get("scheme", "none"), block_rows, getattr(variant, "qweights", None))
     return mod, {"lowering": "joulebench", "lowered_layers": report.layers, "macs_effective": ir_macs(mod)}
