@@ -68,3 +68,63 @@ def test_plan_layer_shapes():
     wf[[1, 3]] = 0
     fp = plan_layer(wf, "filter", None)
     assert fp.rows is not None and 1 not in fp.rows and len(fp.rows) == 14
+
+
+DIGITS = ModelSpec(name="smallcnn-digits")
+
+
+@pytest.mark.parametrize("spec,storage", [
+    (CompressionSpec(bits=8), [8] * 7),
+    (CompressionSpec(scheme="block", sparsity=0.75, bits=4), [8, 4, 4, 4, 4, 4, 8]),
+    (CompressionSpec(bits=2), [8, 2, 2, 2, 2, 2, 8]),
+    (CompressionSpec(bits=1), [8, 1, 1, 1, 1, 1, 8]),
+])
+def test_quantized_variants_run_integer_kernels(spec, storage):
+    v = make_variant(DIGITS, spec)
+    mod, info, err, scale = _compile_and_check(v)
+    layers = info["lowered_layers"]
+    assert [layer["dtype"] for layer in layers] == ["int8"] * 7  # every layer on the integer path
+    assert [layer["weight_storage_bits"] for layer in layers] == storage  # first/last layers stay 8-bit
+    assert err <= 6e-2 * max(1.0, scale)
+    assert info["macs_effective"] == v.manifest["macs_effective"]
+    text = mod["main"].script(show_meta=False)
+    assert "R.divide" not in text and "R.round" not in text  # the float fake-quant ops are gone
+    packed = [b.value.args[1].fields[0] for blk in mod["main"].body.blocks for b in blk.bindings
+              if _is_call_to(b.value, "jb_unpack")]
+    assert len(packed) == sum(s < 8 for s in storage)
+    for const, layer in zip(packed, [la for la, s in zip(layers, storage, strict=True) if s < 8], strict=True):
+        n = layer["rows_computed"] * layer["columns"]
+        assert const.value.numpy().dtype == np.uint8
+        assert const.value.numpy().size == -(-n * layer["weight_storage_bits"] // 8)  # packed: ceil(n * bits / 8)
+
+
+def _is_call_to(value, prefix: str) -> bool:
+    return getattr(getattr(value, "op", None), "name", None) == "relax.call_tir" and \
+        value.args[0].name_hint.startswith(prefix)
+
+
+def test_pack_bits_roundtrip_through_the_tvm_kernel():
+    from targets.tvm.kernels import pack_bits, unpack_compute
+
+    rng = np.random.default_rng(0)
+    for bits, lo, hi in ((4, -7, 8), (2, -1, 2), (1, 0, 2)):
+        q = rng.integers(lo, hi, 999).astype(np.int8)
+        q = q * 2 - 1 if bits == 1 else q
+        packed = pack_bits(q, bits)
+        assert packed.nbytes == -(-999 * bits // 8)
+        f = tvm.compile(tvm.IRModule({"main": unpack_compute(999, bits)}), "llvm")
+        out = tvm.runtime.empty((999,), "int8")
+        f["main"](tvm.runtime.tensor(packed), out)
+        assert (out.numpy() == q).all()
+
+
+def test_fp16_graph_runs_in_half_precision_and_matches():
+    from targets.tvm.precision import to_fp16
+
+    v = make_variant(R18, CompressionSpec(precision="fp16"))
+    mod = to_fp16(to_relax(v))
+    assert mod["main"].script(show_meta=False).count("float16") > 50
+    out = VMExecutor(tvm.compile(mod, host_target()), tvm.cpu()).infer(v.example_input())
+    ref = v.reference_output
+    err = float(np.abs(out.astype(np.float32) - ref).max())
+    assert 1e-6 < err <= 2e-2 * max(1.0, float(np.abs(ref).max()))  # really computed in half, and close

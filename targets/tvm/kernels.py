@@ -154,3 +154,35 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     sch.parallel(sch.fuse(pn, pc))
     sch.vectorize(pw)
     return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def pack_bits(q, bits: int):
+    """Pack signed integer levels (numpy int8, any shape) into uint8, `bits` per value, two's
+    complement; 1-bit (binary) stores -1 as 0 and +1 as 1. Returns the flat packed array."""
+    import numpy as np
+
+    flat = q.reshape(-1).astype(np.int16)
+    per = 8 // bits
+    field_ = (flat > 0).astype(np.uint8) if bits == 1 else (flat & ((1 << bits) - 1)).astype(np.uint8)
+    field_ = np.pad(field_, (0, (-len(field_)) % per))
+    shifts = (np.arange(per, dtype=np.uint8) * bits)[None, :]
+    return (field_.reshape(-1, per) << shifts).sum(1).astype(np.uint8)
+
+
+def unpack_compute(n: int, bits: int):
+    """uint8[ceil(n*bits/8)] -> int8[n]: the inverse of pack_bits, run in the graph before the GEMM."""
+    per = 8 // bits
+    P = te.placeholder(((n + per - 1) // per,), "uint8", name="packed")
+
+    def f(i):
+        v = tirx.Cast("int32", (P[i // per] >> tirx.Cast("uint8", (i % per) * bits)) & tirx.const((1 << bits) - 1, "uint8"))
+        if bits == 1:
+            return tirx.Cast("int8", v * 2 - 1)
+        return tirx.Cast("int8", tirx.if_then_else(v >= (1 << (bits - 1)), v - (1 << bits), v))
+
+    out = te.compute((n,), f, name="jb_unpack")
+    sch = s_tir.Schedule(te.create_prim_func([P, out]))
+    (i,) = sch.get_loops(sch.get_sblock("jb_unpack"))
+    io, ii = sch.split(i, [None, 64]) if n % 64 == 0 else (i, None)
+    sch.parallel(io)
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)

@@ -17,7 +17,7 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
-from targets.tvm.kernels import ActQuant, ConvShape, conv_compute, schedule_conv
+from targets.tvm.kernels import ActQuant, ConvShape, conv_compute, pack_bits, schedule_conv, unpack_compute
 
 DEFAULT_BR = 8
 LOWERING_VERSION = 2  # part of every artifact cache key: bump when lowered code would change
@@ -293,8 +293,19 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     func = schedule_conv(func, shape, scattered).with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_conv")
     idx = np.stack([plan.cols // (kh * kw), (plan.cols // kw) % kh, plan.cols % kw], -1).astype(np.int32)
-    wdtype = np.int8 if ch.quant is not None else np.float32
-    args = [x, _const(plan.weight.transpose(0, 2, 1).astype(wdtype)), _const(idx)]
+    wmat = plan.weight.transpose(0, 2, 1).astype(np.int8 if ch.quant is not None else np.float32)
+    storage_bits = 32
+    if ch.quant is not None and ch.qweight.bits <= 4:
+        # low-bit weights live packed in the artifact; a tiny kernel unpacks them to int8 for the GEMM
+        storage_bits = ch.qweight.bits if (ch.qweight.bits > 1 or (wmat != 0).all()) else 2
+        unpack = mut.builder_.add_func(unpack_compute(wmat.size, storage_bits).without_attr("global_symbol"), "jb_unpack")
+        flat = mut.builder_.emit(relax.call_tir(unpack, [_const(pack_bits(wmat, storage_bits))],
+                                                relax.TensorType((wmat.size,), "int8")))
+        wexpr = mut.builder_.emit(relax.op.reshape(flat, wmat.shape))
+    else:
+        storage_bits = 8 if ch.quant is not None else 32
+        wexpr = _const(wmat)
+    args = [x, wexpr, _const(idx)]
     if outscale is not None:
         args.append(_const(outscale))
     args.append(_const(ch.bias.astype(np.float32)))
@@ -308,7 +319,8 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     out = relax.call_tir(gv, args, relax.TensorType((n, cout, ho, wo), "float32"))
     report.layers.append({"kernel": gv.name_hint, "op": "linear" if ch.linear else "conv", "out_channels": cout,
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
-                          "macs": shape.macs, "dtype": "int8" if ch.quant else "float32", "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
+                          "macs": shape.macs, "dtype": "int8" if ch.quant else "float32",
+                          "weight_storage_bits": storage_bits, "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
                                                                          ("relu", ch.relu)) if on]})
     if ch.linear:
         out = relax.op.reshape(mut.builder_.emit(out), (n, cout))
