@@ -62,6 +62,7 @@ class TargetEntry(BaseModel):
 
     name: str
     device: str | None = None
+    meters: list[str | dict] | None = None  # None: the target's defaults, each used if it works here
 
     @field_validator("name")
     @classmethod

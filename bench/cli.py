@@ -22,11 +22,12 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, h
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.campaign import CampaignError
+    from bench.power.meter import MeterError
     from bench.store import StoreError
     from pruning.errors import CompressionError
     from targets.base import TargetError
 
-    return (CampaignError, CompressionError, TargetError, StoreError, FileNotFoundError)
+    return (CampaignError, CompressionError, TargetError, StoreError, MeterError, FileNotFoundError)
 
 
 def friendly(fn: Callable) -> Callable:
@@ -267,6 +268,63 @@ def list_targets() -> None:
         except Exception as exc:  # a broken third-party plugin must not hide the others
             table.add_row(name, "[red]no[/]", f"failed to load: {exc}", ref)
     console.print(table)
+
+
+@app.command()
+def meters() -> None:
+    """List installed power meters and whether each can be read here (and why not).
+
+    [bold]Example[/]: joulebench meters
+    """
+    from bench import power
+
+    table = Table("meter", "available", "unit", "clock", "why not / how", "entry point")
+    for name, ref in sorted(power.registered().items()):
+        try:
+            cls = power.meter_class(name)
+            ok, why = cls.availability()
+            table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", cls.unit, cls.clock, why, ref)
+        except Exception as exc:  # a broken plugin must not hide the others
+            table.add_row(name, "[red]no[/]", "", "", f"failed to load: {exc}", ref)
+    console.print(table)
+    console.print("attach one to a target in a campaign: meters = [\"rapl\"] or "
+                  "meters = [{name = \"hwmon\", root = \"/mnt/board\", device = \"ina260\"}]")
+
+
+@app.command(name="calibrate-power")
+@friendly
+def calibrate_power(
+    root: Annotated[str, typer.Option(help="device tree root the sampler reads (/ on the device itself)")] = "/",
+    supply: Annotated[str, typer.Option(help="power_supply entry")] = "battery",
+    seconds: Annotated[float, typer.Option(help="how long to sample")] = 3.0,
+    workdir: Annotated[str | None, typer.Option(help="where the sampler writes (default: a temp dir)")] = None,
+) -> None:
+    """Infer the battery meter's current unit (µA/mA) and sign from a short sample taken on battery.
+
+    Run it with the device unplugged (adb over Wi-Fi) and idle; put the printed unit and sign in the
+    meter spec. [bold]Example[/]: joulebench calibrate-power --root /mnt/phone --seconds 5
+    """
+    import tempfile
+    import time
+
+    from bench.power.android import AndroidBatteryMeter, calibrate, to_watts
+    from bench.power.shell import LocalShell
+
+    shell = LocalShell()
+    try:
+        m = AndroidBatteryMeter(shell, root=root, supply=supply, unit="uA", sign=1,
+                                workdir=workdir or tempfile.gettempdir())
+        m.start()
+        time.sleep(seconds)
+        m.stop()
+        raw = m.last_samples
+    finally:
+        shell.close()
+    cal = calibrate(raw)
+    watts = to_watts(raw, cal["unit"], cal["sign"])
+    console.print(f"{len(raw)} samples: unit = \"{cal['unit']}\", sign = {cal['sign']} "
+                  f"(idle draw {watts.mean():.3f} W, measured:android-battery)")
+    console.print(f'meter spec: {{name = "android-battery", unit = "{cal["unit"]}", sign = {cal["sign"]}}}')
 
 
 def main() -> None:

@@ -41,5 +41,30 @@ def latency_plot(run_dir: str | Path) -> list[Path]:
     return paths
 
 
+def efficiency_plot(run_dir: str | Path) -> list[Path]:
+    """Energy efficiency (inferences per joule = FPS/W, and GOPS/W) for every cell with a meter."""
+    df = RunStore(run_dir).measurements()
+    data = df[(df["status"] == "ok") & df["inf_per_j"].notna()] if "inf_per_j" in df else df.iloc[0:0]
+    if data.empty:
+        return []
+    out_dir = Path(run_dir) / "plots"
+    out_dir.mkdir(exist_ok=True)
+    sns.set_theme(style="whitegrid", context="notebook")
+    long = data.melt(id_vars=["model", "variant", "target", "meter"], value_vars=["inf_per_j", "gops_per_w"],
+                     var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map({"inf_per_j": "inferences / J (= FPS/W)", "gops_per_w": "GOPS / W"})
+    g = sns.catplot(data=long, kind="bar", x="target", y="value", hue="variant", row="metric", col="model",
+                    sharey=False, height=3.5, aspect=1.3)
+    g.set_titles("{row_name} | {col_name}")
+    g.set_axis_labels("target", "measured (meter in provenance)")
+    for ax in g.axes.flat:
+        ax.tick_params(axis="x", rotation=20)
+    paths = [out_dir / "efficiency.png", out_dir / "efficiency.svg"]
+    for p in paths:
+        g.savefig(p, dpi=130, bbox_inches="tight")
+    plt.close(g.figure)
+    return paths
+
+
 def all_plots(run_dir: str | Path) -> list[Path]:
-    return latency_plot(run_dir)
+    return latency_plot(run_dir) + efficiency_plot(run_dir)

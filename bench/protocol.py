@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.power.meter import Meter
+from bench.power.trace import EnergyResult, PowerTrace, Window, energy_per_inference
 from bench.verify import check_output
 
 
@@ -28,6 +30,10 @@ class ProtocolSpec(BaseModel):
     repeats: int = Field(3, ge=1)
     max_runs_per_repeat: int = Field(100_000, ge=1)
     cooldown_s: float = Field(0.0, ge=0)
+    idle_s: float = Field(2.0, gt=0, description="idle-power window before the timed window (meters only)")
+    min_power_samples: int = Field(20, ge=2, description="meter samples wanted per timed repeat")
+    temp_limit_c: float = Field(85.0, description="a temperature at or above this flags throttling")
+    freq_drop: float = Field(0.10, ge=0, lt=1, description="a CPU/GPU clock falling by this fraction flags throttling")
 
 
 class Executor(TypingProtocol):
@@ -51,13 +57,17 @@ class Measurement:
     message: str = ""
     samples_s: list[list[float]] = field(default_factory=list)  # one list per repeat
     timer: str = ""
-    started_at: float = 0.0  # time.monotonic() at the start of the timed window
-    ended_at: float = 0.0
+    windows: list[Window] = field(default_factory=list)  # timed repeats, harness monotonic clock
+    idle: Window | None = None
+    energy: list[EnergyResult] = field(default_factory=list)  # one per meter, the first is primary
+    traces: list[PowerTrace] = field(default_factory=list)
+    energy_note: str = ""  # why there is no energy figure, or a caveat on it
     device: dict = field(default_factory=dict)
 
     @property
     def provenance(self) -> str:
-        return f"measured:{self.timer}" if self.timer else ""
+        parts = [f"measured:{self.timer}"] if self.timer else []
+        return ", ".join(parts + [f"measured:{e.meter}" for e in self.energy[:1]])
 
 
 def time_callable(fn: Callable[[], object], n: int) -> list[float]:
@@ -70,7 +80,15 @@ def time_callable(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def run_protocol(ex: Executor, x: np.ndarray, reference: np.ndarray, precision: str, spec: ProtocolSpec) -> Measurement:
+def _mark(meters, label: str) -> None:
+    for m in meters:
+        if hasattr(m, "mark"):
+            m.mark(label)
+
+
+def run_protocol(ex: Executor, x: np.ndarray, reference: np.ndarray, precision: str, spec: ProtocolSpec,
+                 meters: Sequence[Meter] = ()) -> Measurement:
+    """verify -> warm-up -> [meters on: idle window] -> timed repeats -> [meters off] -> cooldown."""
     check = check_output(np.asarray(ex.infer(x)), reference, precision)
     if not check.ok:
         # never time a wrong artifact: its speed means nothing
@@ -80,11 +98,51 @@ def run_protocol(ex: Executor, x: np.ndarray, reference: np.ndarray, precision: 
     while len(warm) < spec.warmup_runs or time.monotonic() < t_end:
         warm += ex.time_runs(1)
     est = float(np.median(warm)) if warm else ex.time_runs(1)[0]
-    n = max(spec.min_runs, math.ceil(spec.min_duration_s / max(est, 1e-9)))
+    duration = spec.min_duration_s
+    if meters:  # a slow meter gets a longer window rather than a noisy figure
+        duration = max(duration, spec.min_power_samples * max(m.period_s for m in meters))
+    n = max(spec.min_runs, math.ceil(duration / max(est, 1e-9)))
     n = min(n, spec.max_runs_per_repeat)
-    started = time.monotonic()
-    samples = [ex.time_runs(n) for _ in range(spec.repeats)]
-    ended = time.monotonic()
+    extra = getattr(ex, "extra_runs_per_call", 0)
+    idle = None
+    for m in meters:
+        m.start()
+    try:
+        if meters:
+            _mark(meters, "idle_start")
+            t0 = time.monotonic()
+            time.sleep(spec.idle_s)
+            idle = Window(t0, time.monotonic())
+            _mark(meters, "idle_end")
+        samples, windows = [], []
+        _mark(meters, "timed_start")
+        for _ in range(spec.repeats):
+            # the estimate from warm-up can be off: add chunks until count and duration are both met
+            t0, rep, inferences = time.monotonic(), [], 0
+            while not rep or (time.monotonic() - t0 < duration and len(rep) < spec.max_runs_per_repeat):
+                rep += ex.time_runs(n)
+                inferences += n + extra
+            samples.append(rep)
+            windows.append(Window(t0, time.monotonic(), inferences))
+        _mark(meters, "timed_end")
+    finally:
+        traces = [m.stop() for m in meters]
+    m = Measurement("ok", True, check.max_abs_err, check.tolerance, "", samples, ex.timer, windows, idle,
+                    traces=traces)
+    for tr in traces:
+        m.energy.append(energy_per_inference(tr, idle, windows))
+        m.energy_note = "; ".join(tr.notes) if tr.notes else m.energy_note
     if spec.cooldown_s:
         time.sleep(spec.cooldown_s)
-    return Measurement("ok", True, check.max_abs_err, check.tolerance, "", samples, ex.timer, started, ended)
+    return m
+
+
+def throttled(before: dict, after: dict, spec: ProtocolSpec) -> bool:
+    """A clock that fell by `freq_drop` or more, or a temperature at or above `temp_limit_c`."""
+    for key in ("cpu_khz", "gpu_hz"):
+        for core, f0 in (before.get(key) or {}).items():
+            f1 = (after.get(key) or {}).get(core)
+            if f0 and f1 is not None and f1 < (1 - spec.freq_drop) * f0:
+                return True
+    temps = list((before.get("temps_c") or {}).values()) + list((after.get("temps_c") or {}).values())
+    return any(t >= spec.temp_limit_c for t in temps)

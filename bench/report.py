@@ -15,7 +15,8 @@ SUMMARY = {
     "model": "model", "variant": "variant", "target": "target", "status": "status", "verified": "verified",
     "latency_ms_p50": "p50 ms", "latency_ms_p90": "p90 ms", "latency_ms_p99": "p99 ms", "latency_cv": "CV",
     "ci": "p50 95% CI", "runs": "runs", "macs_effective": "MACs (M)", "params_kept": "params (M)",
-    "provenance": "provenance", "message": "note",
+    "accuracy": "top-1", "avg_power_w": "avg W", "energy_mj_per_inf": "mJ/inf", "energy_ci": "mJ/inf 95% CI ±",
+    "inf_per_j": "inf/J", "gops_per_w": "GOPS/W", "provenance": "provenance", "message": "note",
 }
 
 
@@ -25,9 +26,20 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
                zip(t["latency_ms_ci_low"], t["latency_ms_ci_high"], strict=True)]
     t["macs_effective"] = t["macs_effective"] / 1e6
     t["params_kept"] = t["params_kept"] / 1e6
-    t["message"] = t["message"].fillna("").astype(str).str.slice(0, 120)
+    t["energy_ci"] = t["energy_mj_per_inf_ci"]
+    note = t["message"].fillna("").astype(str)
+    energy = t["energy_note"].fillna("").astype(str) if "energy_note" in t else ""
+    t["message"] = [(m or e)[:160] for m, e in zip(note, energy, strict=True)]
     t = t[list(SUMMARY)].rename(columns=SUMMARY)
     return t.sort_values(["model", "variant", "target"], kind="stable").reset_index(drop=True)
+
+
+def energy_gaps(df: pd.DataFrame) -> list[str]:
+    """One line per target without energy figures, saying why (never a made-up number)."""
+    if "energy_note" not in df:
+        return []
+    gaps = df[df["energy_mj_per_inf"].isna() & df["energy_note"].fillna("").str.startswith("energy unavailable")]
+    return [f"{t}: {n}" for t, n in gaps.groupby("target")["energy_note"].first().items()]
 
 
 def _fmt(v) -> str:
@@ -56,7 +68,9 @@ def render(run_dir: str | Path, fmt: str = "md") -> str:
         f"host: {manifest['host']['cpu']} ({manifest['host']['cores']} cores), "
         f"commit {manifest.get('git_commit') or 'unknown'}",
         "latency: median (p50) of per-inference samples over all repeats; CI: bootstrap of the median.",
-        "energy: not measured here — no power meter is attached to these targets.",
+        "energy: mJ/inf = integral of (P - P_idle) over each timed repeat / its inferences, mean over repeats "
+        "(CI: t-interval over repeats); inf/J and GOPS/W on total energy; the meter is in the provenance.",
+        *energy_gaps(df),
     ]
     if fmt == "md":
         return "\n\n".join([f"# {title}", *[f"- {n}" for n in notes], to_markdown(t)]) + "\n"

@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import targets as target_registry
-from bench import host
+from bench import host, power
 from bench.campaign import Campaign, Cell
+from bench.power.meter import MeterError
+from bench.protocol import throttled
 from bench.stats import summarize
 from bench.store import RunStore
 from pruning.compress import make_variant
@@ -159,21 +161,58 @@ class Runner:
             if skey not in self.sessions:
                 self.sessions[skey] = target.open(cell.target.device, options)
             session = self.sessions[skey]
+            meters, note = _meters(cell, target)
             self.progress(f"measuring {cell.label}")
-            m = session.run(artifact, self.camp.protocol)
+            m = session.run(artifact, self.camp.protocol, meters)
             row.update(device=session.device, status=m.status, message=m.message, verified=m.verified,
-                       max_abs_err=m.max_abs_err, tolerance=m.tolerance, provenance=m.provenance)
+                       max_abs_err=m.max_abs_err, tolerance=m.tolerance, provenance=m.provenance,
+                       energy_note=m.energy_note or note)
             extra["device_snapshot"] = m.device
             samples = m.samples_s
             if m.status == "ok":
                 row.update(summarize([s for rep in samples for s in rep]))
-        except (CompressionError, TargetError) as exc:
+                row["throttled"] = throttled(m.device.get("before", {}), m.device.get("after", {}), self.camp.protocol)
+                row.update(_energy_columns(m, row.get("macs_effective")))
+                extra["windows"] = {"idle": m.idle, "timed": m.windows}
+                self.store.write_traces(cell.id, m.traces)
+        except (CompressionError, TargetError, MeterError) as exc:
             row["message"] = str(exc)
         except Exception as exc:  # a bug or an unforeseen backend error: record it, keep the campaign going
             row["message"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             extra["traceback"] = traceback.format_exc()
         row["finished_at"] = datetime.now(UTC).isoformat()
         return row, samples, extra
+
+
+def _meters(cell: Cell, target: Target) -> tuple[list, str]:
+    """Meters for a cell. Ones the campaign names must work (else the cell fails); a target's
+    defaults are used where they work, and the note says why energy is missing otherwise."""
+    explicit = cell.target.meters is not None
+    specs = cell.target.meters if explicit else target.default_meters()
+    meters, reasons = [], []
+    for spec in specs:
+        try:
+            m = power.make(spec)
+            m.check()
+            meters.append(m)
+        except MeterError as exc:
+            if explicit:
+                raise
+            reasons.append(str(exc))
+    if meters:
+        return meters, ""
+    why = "; ".join(reasons) if reasons else f"no power meter is attached to {cell.target.name}"
+    return [], f"energy unavailable: {why}"
+
+
+def _energy_columns(m, macs: int | None) -> dict:
+    if not m.energy:
+        return {}
+    e = m.energy[0]
+    return {"avg_power_w": e.avg_power_w, "idle_power_w": e.idle_power_w, "energy_mj_per_inf": e.energy_mj_per_inf,
+            "energy_mj_per_inf_ci": e.energy_mj_per_inf_ci, "energy_total_mj_per_inf": e.energy_total_mj_per_inf,
+            "inf_per_j": e.inf_per_j, "gops_per_w": e.gops_per_w(macs) if macs else None,
+            "power_samples": e.power_samples, "meter": e.meter, "energy_method": e.method}
 
 
 def default_out(camp: Campaign, root: Path = Path("results")) -> Path:

@@ -18,6 +18,8 @@ COLUMNS = [
     "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_cv",
     "latency_ms_ci_low", "latency_ms_ci_high", "runs", "macs_dense", "macs_effective", "macs_masked", "params", "params_kept",
     "accuracy", "accuracy_dataset",
+    "avg_power_w", "idle_power_w", "energy_mj_per_inf", "energy_mj_per_inf_ci", "energy_total_mj_per_inf",
+    "inf_per_j", "gops_per_w", "power_samples", "meter", "energy_method", "throttled", "energy_note",
     "provenance", "compile_s", "artifact", "finished_at",
 ]
 
@@ -57,6 +59,23 @@ class RunStore:
     def write_cell(self, cell_id: str, row: dict, samples: list[list[float]], extra: dict) -> None:
         record = {"row": row, "samples_s": samples, **extra}
         write_atomic(self.cells_dir / f"{cell_id}.json", json.dumps(record, default=str))
+
+    def write_traces(self, cell_id: str, traces) -> None:
+        """Raw power traces of a cell, beside the measurements: traces/<cell_id>.parquet."""
+        if not traces:
+            return
+        frames = [pd.DataFrame({"meter": tr.meter, "t_s": tr.t,
+                                "watts": tr.watts if tr.watts is not None else float("nan"),
+                                "joules": tr.joules if tr.joules is not None else float("nan")}) for tr in traces]
+        d = self.root / "traces"
+        d.mkdir(exist_ok=True)
+        tmp = d / f".{cell_id}.{os.getpid()}.tmp"
+        pd.concat(frames).to_parquet(tmp, index=False)
+        os.replace(tmp, d / f"{cell_id}.parquet")
+
+    def traces(self, cell_id: str) -> pd.DataFrame | None:
+        f = self.root / "traces" / f"{cell_id}.parquet"
+        return pd.read_parquet(f) if f.exists() else None
 
     def rebuild(self, cell_ids: list[str]) -> pd.DataFrame:
         rows, samples = [], []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -49,10 +50,10 @@ class Session(ABC):
     @abstractmethod
     def load(self, artifact: Artifact) -> Executor: ...
 
-    def run(self, artifact: Artifact, protocol: ProtocolSpec) -> Measurement:
+    def run(self, artifact: Artifact, protocol: ProtocolSpec, meters: Sequence = ()) -> Measurement:
         v = artifact.variant
         before = self.snapshot()
-        m = run_protocol(self.load(artifact), v.example_input(), v.reference_output, v.precision, protocol)
+        m = run_protocol(self.load(artifact), v.example_input(), v.reference_output, v.precision, protocol, meters)
         m.device = {"before": before, "after": self.snapshot()}
         return m
 
@@ -84,6 +85,10 @@ class Target(ABC):
     def version(self) -> str:
         """Part of the artifact cache key: bump when compiled output would change."""
         return "1"
+
+    def default_meters(self) -> list[str | dict]:
+        """Meters attached when a campaign names none; each is used only if it works here."""
+        return []
 
     @abstractmethod
     def compile(self, variant: Variant, options: BaseModel, workdir: Path) -> dict:

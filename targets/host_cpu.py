@@ -68,6 +68,9 @@ class HostCPUTarget(Target):
     description = "this machine's CPU via TVM (llvm, -mcpu of this CPU); MetaSchedule tuning optional"
     Options = HostCPUOptions
 
+    def default_meters(self) -> list[str | dict]:
+        return ["rapl"]  # the host package's energy counter, where the machine exposes it
+
     def availability(self) -> tuple[bool, str]:
         try:
             import tvm

@@ -47,15 +47,25 @@ def test_block_masks_prune_whole_rows_or_columns_inside_each_block(weight, mode,
     assert (apply_masks_to[~keep] == 0).all() and (apply_masks_to[keep] != 0).all()
 
 
-def test_block_column_prunes_the_weakest_segments(weight):
-    keep = block_mask(weight, 0.5, (8, 16), "column").reshape(60, -1)
+@pytest.mark.parametrize("balanced", [True, False])
+def test_block_column_prunes_the_weakest_segments(weight, balanced):
+    keep = block_mask(weight, 0.5, (8, 16), "column", balanced).reshape(60, -1)
     w = weight.reshape(60, -1)
-    pruned_rms, kept_rms = [], []
-    for wb, kb in zip(_blocks(w, 8, 16), _blocks(keep, 8, 16), strict=True):
-        rms = (wb**2).mean(0)
-        pruned_rms += rms[~kb[0]].tolist()
-        kept_rms += rms[kb[0]].tolist()
-    assert max(pruned_rms) <= min(kept_rms)
+    scopes: dict[int, tuple[list, list]] = {}
+    kept_per_row_block = []
+    for i in range(0, 60, 8):
+        pruned_rms, kept_rms = scopes.setdefault(i if balanced else 0, ([], []))
+        kept_per_row_block.append(int(keep[i].sum()))
+        for j in range(0, w.shape[1], 16):
+            rms = (w[i:i + 8, j:j + 16] ** 2).mean(0)
+            kb = keep[i, j:j + 16]
+            pruned_rms += rms[~kb].tolist()
+            kept_rms += rms[kb].tolist()
+    # balanced: segments compete inside their row-block; otherwise across the whole layer
+    for pruned_rms, kept_rms in scopes.values():
+        assert max(pruned_rms) <= min(kept_rms)
+    if balanced:  # every row-block keeps the same number of GEMM columns: what the compiled kernel wants
+        assert len(set(kept_per_row_block)) == 1 and kept_per_row_block[0] == 135
 
 
 def test_block_larger_than_layer_is_clamped():

@@ -82,6 +82,9 @@ class OnnxRuntimeTarget(Target):
     description = "ONNX Runtime, CPU execution provider, threads = cores (baseline)"
     Options = OrtOptions
 
+    def default_meters(self) -> list[str | dict]:
+        return ["rapl"]  # the host package's energy counter, where the machine exposes it
+
     def availability(self) -> tuple[bool, str]:
         try:
             import onnxruntime  # noqa: F401

@@ -57,6 +57,9 @@ class TorchEagerTarget(Target):
     description = f"PyTorch {torch.__version__} eager mode on this CPU (baseline)"
     Options = TorchOptions
 
+    def default_meters(self) -> list[str | dict]:
+        return ["rapl"]  # the host package's energy counter, where the machine exposes it
+
     def accepts(self, variant: Variant) -> str | None:
         return None if variant.module is not None else "torch-eager runs torch models; this one is an ONNX file"
 
