@@ -41,19 +41,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-class HostCPUSession(Session):
-    def __init__(self, threads: int | None) -> None:
-        import tvm
+class HostSession(Session):
+    """A session on this machine (every host-side target): its device name and CPU snapshot."""
 
-        if threads:
-            os.environ["TVM_NUM_THREADS"] = str(threads)
-        self.dev = tvm.cpu()
+    def __init__(self, target: str, device: str | None) -> None:
+        if device not in (None, "host", "local"):
+            raise TargetError(f"{target} runs on this machine only; got device '{device}'")
         self.device = f"host:{cpu_model()}"
 
     def snapshot(self) -> dict:
         from bench.host import cpu_snapshot
 
         return cpu_snapshot()
+
+
+class HostCPUSession(HostSession):
+    def __init__(self, device: str | None, threads: int | None) -> None:
+        import tvm
+
+        super().__init__("host-cpu", device)
+        if threads:
+            os.environ["TVM_NUM_THREADS"] = str(threads)
+        self.dev = tvm.cpu()
 
     def load(self, artifact):
         import tvm
@@ -103,6 +112,4 @@ class HostCPUTarget(Target):
         return {"tvm_target": str(target), "kernels": kernel_names(ex), **tuning, **lowered}
 
     def open(self, device: str | None, options: HostCPUOptions) -> Session:
-        if device not in (None, "host", "local"):
-            raise TargetError(f"host-cpu runs on this machine only; got device '{device}'")
-        return HostCPUSession(options.threads)
+        return HostCPUSession(device, options.threads)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.protocol import time_callable
 from pruning.variant import Variant
 from targets.base import Session, Target, TargetError
-from targets.host_cpu import cpu_model
+from targets.host_cpu import HostSession
 
 
 class OrtOptions(BaseModel):
@@ -42,15 +42,10 @@ class OrtExecutor:
         return time_callable(lambda: self.sess.run(None, self.feed), n)
 
 
-class OrtSession(Session):
-    def __init__(self, threads: int) -> None:
+class OrtSession(HostSession):
+    def __init__(self, device: str | None, threads: int) -> None:
+        super().__init__("onnxruntime", device)
         self.threads = threads
-        self.device = f"host:{cpu_model()}"
-
-    def snapshot(self) -> dict:
-        from bench.host import cpu_snapshot
-
-        return cpu_snapshot()
 
     def load(self, artifact):
         return OrtExecutor(artifact.file("model.onnx"), self.threads)
@@ -104,6 +99,4 @@ class OnnxRuntimeTarget(Target):
         return {"onnxruntime": onnxruntime.__version__, "threads": options.threads or os.cpu_count()}
 
     def open(self, device: str | None, options: OrtOptions) -> Session:
-        if device not in (None, "host", "local"):
-            raise TargetError(f"onnxruntime runs on this machine only; got device '{device}'")
-        return OrtSession(options.threads or os.cpu_count() or 1)
+        return OrtSession(device, options.threads or os.cpu_count() or 1)

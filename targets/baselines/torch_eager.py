@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.protocol import time_callable
 from pruning.variant import Variant
-from targets.base import Session, Target, TargetError
-from targets.host_cpu import cpu_model
+from targets.base import Session, Target
+from targets.host_cpu import HostSession
 
 
 class TorchOptions(BaseModel):
@@ -37,16 +37,11 @@ class TorchExecutor:
             return time_callable(lambda: self.module(self.x), n)
 
 
-class TorchSession(Session):
-    def __init__(self, threads: int | None) -> None:
+class TorchSession(HostSession):
+    def __init__(self, device: str | None, threads: int | None) -> None:
+        super().__init__("torch-eager", device)
         if threads:
             torch.set_num_threads(threads)
-        self.device = f"host:{cpu_model()}"
-
-    def snapshot(self) -> dict:
-        from bench.host import cpu_snapshot
-
-        return cpu_snapshot()
 
     def load(self, artifact):
         return TorchExecutor(artifact.variant.module)
@@ -70,6 +65,4 @@ class TorchEagerTarget(Target):
         return {"torch": torch.__version__, "threads": options.threads or torch.get_num_threads()}
 
     def open(self, device: str | None, options: TorchOptions) -> Session:
-        if device not in (None, "host", "local"):
-            raise TargetError(f"torch-eager runs on this machine only; got device '{device}'")
-        return TorchSession(options.threads)
+        return TorchSession(device, options.threads)
