@@ -98,6 +98,18 @@ def test_quantized_variants_run_integer_kernels(spec, storage):
         assert const.value.numpy().size == -(-n * layer["weight_storage_bits"] // 8)  # packed: ceil(n * bits / 8)
 
 
+def test_low_bit_weights_stay_packed_in_the_exported_artifact(tmp_path):
+    """FoldConstant must not unpack the weights at build time: the shipped library shrinks with bits."""
+    sizes = {}
+    for bits in (8, 2):
+        v = make_variant(DIGITS, CompressionSpec(bits=bits))
+        mod, info = lower_variant(to_relax(v), v)
+        tvm.compile(mod, host_target()).export_library(str(tmp_path / f"w{bits}.so"))
+        sizes[bits] = (tmp_path / f"w{bits}.so").stat().st_size
+    inner = sum(layer["rows_computed"] * layer["columns"] for layer in info["lowered_layers"][1:-1])
+    assert sizes[8] - sizes[2] >= 0.7 * inner * (1 - 2 / 8)  # ~6 of every 8 bits of the inner layers saved
+
+
 def _is_call_to(value, prefix: str) -> bool:
     return getattr(getattr(value, "op", None), "name", None) == "relax.call_tir" and \
         value.args[0].name_hint.startswith(prefix)
@@ -112,9 +124,9 @@ def test_pack_bits_roundtrip_through_the_tvm_kernel():
         q = q * 2 - 1 if bits == 1 else q
         packed = pack_bits(q, bits)
         assert packed.nbytes == -(-999 * bits // 8)
-        f = tvm.compile(tvm.IRModule({"main": unpack_compute(999, bits)}), "llvm")
+        f = tvm.compile(tvm.IRModule({"main": unpack_compute(999, bits, (1,))}), "llvm")
         out = tvm.runtime.empty((999,), "int8")
-        f["main"](tvm.runtime.tensor(packed), out)
+        f["main"](tvm.runtime.tensor(packed), tvm.runtime.empty((1,), "float32"), out)
         assert (out.numpy() == q).all()
 
 

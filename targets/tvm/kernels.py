@@ -31,6 +31,7 @@ class ConvShape:
     pad: tuple[int, int, int, int]  # top, left, bottom, right
     br: int
     kmax: int  # columns per row-block
+    shared_cols: bool = False  # every row-block reads the same columns (dense): one index table
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -65,7 +66,7 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
     nb = s.cout // s.br
     X = te.placeholder((s.n, s.c, s.h, s.w), "float32", name="x")
     W = te.placeholder((nb, s.kmax, s.br), "int8" if quant else "float32", name="w")
-    IDX = te.placeholder((nb, s.kmax, 3), "int32", name="idx")
+    IDX = te.placeholder((1 if s.shared_cols else nb, s.kmax, 3), "int32", name="idx")
     hp, wp = s.h + s.pad[0] + s.pad[2], s.w + s.pad[1] + s.pad[3]
     inputs = [X, W, IDX]
     acc, act = ("int32", "int16") if quant else ("float32", "float32")
@@ -88,7 +89,9 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
     Y = te.compute(
         (s.n, nb, ho_n, wo_n, s.br),
         lambda n, b, ho, wo, r: te.sum(
-            tirx.Cast(acc, W[b, j, r]) * tirx.Cast(acc, Xp[n, IDX[b, j, 0], ho * sh + IDX[b, j, 1], wo * sw + IDX[b, j, 2]]),
+            tirx.Cast(acc, W[b, j, r]) * tirx.Cast(acc, Xp[n, IDX[0 if s.shared_cols else b, j, 0],
+                                                           ho * sh + IDX[0 if s.shared_cols else b, j, 1],
+                                                           wo * sw + IDX[0 if s.shared_cols else b, j, 2]]),
             axis=j),
         name="jb_gemm")
     cout = full_cout or s.cout
@@ -156,6 +159,33 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     return sch.mod["main"].with_attr("tir.is_scheduled", True)
 
 
+def _bind_flat(sch, block, threads: int) -> None:
+    bx, tx = sch.split(sch.fuse(*sch.get_loops(block)), [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+
+
+def schedule_conv_gpu(func, scattered: bool, threads: int = 64):
+    """A plain GPU schedule (one output element per thread, accumulator in a register, epilogue fused):
+    dlight cannot analyse the index-table reads, and schedule primitives keep the semantics that the
+    CPU build verifies."""
+    sch = s_tir.Schedule(func)
+    _bind_flat(sch, sch.get_sblock("jb_pad"), threads)
+    gemm = sch.get_sblock("jb_gemm")
+    n, b, ho, wo, r, j = sch.get_loops(gemm)
+    bx, tx = sch.split(sch.fuse(n, b, ho, wo, r), [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    wb = sch.cache_write(gemm, 0, "local")
+    if scattered:
+        _bind_flat(sch, sch.get_sblock("jb_out"), threads)
+    else:
+        sch.reverse_compute_inline(sch.get_sblock("jb_out"))
+    sch.reverse_compute_at(wb, tx)
+    sch.decompose_reduction(gemm, j)
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
 def pack_bits(q, bits: int):
     """Pack signed integer levels (numpy int8, any shape) into uint8, `bits` per value, two's
     complement; 1-bit (binary) stores -1 as 0 and +1 as 1. Returns the flat packed array."""
@@ -169,10 +199,14 @@ def pack_bits(q, bits: int):
     return (field_.reshape(-1, per) << shifts).sum(1).astype(np.uint8)
 
 
-def unpack_compute(n: int, bits: int):
-    """uint8[ceil(n*bits/8)] -> int8[n]: the inverse of pack_bits, run in the graph before the GEMM."""
+def unpack_compute(n: int, bits: int, x_shape: tuple[int, ...], gpu: bool = False):
+    """uint8[ceil(n*bits/8)] -> int8[n]: the inverse of pack_bits, run in the graph before the GEMM.
+
+    It also takes the layer's input (unread): a call whose arguments are all constants would be
+    evaluated by FoldConstant at build time, and the artifact would ship the unpacked weights."""
     per = 8 // bits
     P = te.placeholder(((n + per - 1) // per,), "uint8", name="packed")
+    X = te.placeholder(x_shape, "float32", name="layer_input")
 
     def f(i):
         v = tirx.Cast("int32", (P[i // per] >> tirx.Cast("uint8", (i % per) * bits)) & tirx.const((1 << bits) - 1, "uint8"))
@@ -181,7 +215,10 @@ def unpack_compute(n: int, bits: int):
         return tirx.Cast("int8", tirx.if_then_else(v >= (1 << (bits - 1)), v - (1 << bits), v))
 
     out = te.compute((n,), f, name="jb_unpack")
-    sch = s_tir.Schedule(te.create_prim_func([P, out]))
+    sch = s_tir.Schedule(te.create_prim_func([P, X, out]))
+    if gpu:
+        _bind_flat(sch, sch.get_sblock("jb_unpack"), 64)
+        return sch.mod["main"].with_attr("tir.is_scheduled", True)
     (i,) = sch.get_loops(sch.get_sblock("jb_unpack"))
     io, ii = sch.split(i, [None, 64]) if n % 64 == 0 else (i, None)
     sch.parallel(io)

@@ -17,10 +17,18 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
-from targets.tvm.kernels import ActQuant, ConvShape, conv_compute, pack_bits, schedule_conv, unpack_compute
+from targets.tvm.kernels import (
+    ActQuant,
+    ConvShape,
+    conv_compute,
+    pack_bits,
+    schedule_conv,
+    schedule_conv_gpu,
+    unpack_compute,
+)
 
 DEFAULT_BR = 8
-LOWERING_VERSION = 2  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 3  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -233,11 +241,12 @@ def _find_chains(func: relax.Function, by_content: dict) -> dict[relax.Var, _Cha
 
 
 def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None,
-          qweights: dict | None = None) -> tuple[tvm.IRModule, LoweringReport]:
+          qweights: dict | None = None, gpu: bool = False) -> tuple[tvm.IRModule, LoweringReport]:
     """Rewrite `main` of `mod`; returns the new module and a per-layer report (plan and MACs compiled).
 
     `qweights` (layer -> pruning.quant.QuantizedWeight) enables the integer kernel for layers whose
-    input is fake-quantized: their weights are found by content among the dequantized constants."""
+    input is fake-quantized: their weights are found by content among the dequantized constants.
+    `gpu=True` gives the kernels a GPU schedule (thread binding) instead of the CPU one."""
     mod = relax.transform.FoldConstant()(mod)
     by_content = {}
     for qw in (qweights or {}).values():
@@ -256,7 +265,7 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
             ch = chains.get(binding.var)
             if ch is None:
                 return super().visit_var_binding_(binding)
-            new = self.builder_.emit(_emit(self, ch, scheme, block_rows, report))
+            new = self.builder_.emit(_emit(self, ch, scheme, block_rows, report, gpu))
             self.set_var_remap(binding.var, new)
 
     rw = Rewriter(mod)
@@ -266,7 +275,8 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
     return relax.transform.DeadCodeElimination()(mod), report
 
 
-def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: LoweringReport) -> relax.Expr:
+def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: LoweringReport,
+          gpu: bool = False) -> relax.Expr:
     cout, cin, kh, kw = ch.weight.shape
     x = mut.visit_expr(ch.x)
     if ch.linear:
@@ -285,21 +295,26 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
     plan = plan_layer(gemm_w, scheme, block_rows)
     nb, kmax = plan.cols.shape
-    shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax)
+    shared = bool((plan.cols == plan.cols[:1]).all())
+    shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax, shared)
     scattered = plan.rows is not None
     func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
                         full_cout=cout if scattered else None, quant=ch.quant)
     # opaque (never re-fused); no global symbol of its own: the module names it when adding it
-    func = schedule_conv(func, shape, scattered).with_attr("op_pattern", 8).without_attr("global_symbol")
+    func = schedule_conv_gpu(func, scattered) if gpu else schedule_conv(func, shape, scattered)
+    func = func.with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_conv")
-    idx = np.stack([plan.cols // (kh * kw), (plan.cols // kw) % kh, plan.cols % kw], -1).astype(np.int32)
+    cols = plan.cols[:1] if shared else plan.cols
+    idx = np.stack([cols // (kh * kw), (cols // kw) % kh, cols % kw], -1).astype(np.int32)
     wmat = plan.weight.transpose(0, 2, 1).astype(np.int8 if ch.quant is not None else np.float32)
     storage_bits = 32
     if ch.quant is not None and ch.qweight.bits <= 4:
         # low-bit weights live packed in the artifact; a tiny kernel unpacks them to int8 for the GEMM
         storage_bits = ch.qweight.bits if (ch.qweight.bits > 1 or (wmat != 0).all()) else 2
-        unpack = mut.builder_.add_func(unpack_compute(wmat.size, storage_bits).without_attr("global_symbol"), "jb_unpack")
-        flat = mut.builder_.emit(relax.call_tir(unpack, [_const(pack_bits(wmat, storage_bits))],
+        x_shape = tuple(int(d) for d in x.ty.shape)
+        unpack_fn = unpack_compute(wmat.size, storage_bits, x_shape, gpu=gpu)
+        unpack = mut.builder_.add_func(unpack_fn.without_attr("global_symbol"), "jb_unpack")
+        flat = mut.builder_.emit(relax.call_tir(unpack, [_const(pack_bits(wmat, storage_bits)), x],
                                                 relax.TensorType((wmat.size,), "int8")))
         wexpr = mut.builder_.emit(relax.op.reshape(flat, wmat.shape))
     else:
@@ -327,12 +342,13 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     return out
 
 
-def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench") -> tuple[tvm.IRModule, dict]:
+def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench", gpu: bool = False
+                  ) -> tuple[tvm.IRModule, dict]:
     """Lower a variant's module as its compression scheme calls for; returns it with the manifest
     fields every TVM artifact records (the MACs actually compiled, counted in the lowered IR)."""
     if mode == "tvm":
         return mod, {"lowering": "tvm", "macs_effective": ir_macs(mod)}
     mf = variant.manifest
     block_rows = int(mf["block"].split("x")[0]) if mf.get("block") else None
-    mod, report = lower(mod, mf.get("scheme", "none"), block_rows, getattr(variant, "qweights", None))
+    mod, report = lower(mod, mf.get("scheme", "none"), block_rows, getattr(variant, "qweights", None), gpu)
     return mod, {"lowering": "joulebench", "lowered_layers": report.layers, "macs_effective": ir_macs(mod)}
