@@ -109,6 +109,8 @@ def run_protocol(ex: Executor, x: np.ndarray, reference: np.ndarray, precision: 
         m.start()
     try:
         if meters:
+            # a device-side sampler's first reading lands a little after start(): let every meter settle
+            time.sleep(3 * max(m.period_s for m in meters))
             _mark(meters, "idle_start")
             t0 = time.monotonic()
             time.sleep(spec.idle_s)
@@ -130,7 +132,11 @@ def run_protocol(ex: Executor, x: np.ndarray, reference: np.ndarray, precision: 
     m = Measurement("ok", True, check.max_abs_err, check.tolerance, "", samples, ex.timer, windows, idle,
                     traces=traces)
     for tr in traces:
-        m.energy.append(energy_per_inference(tr, idle, windows))
+        try:
+            m.energy.append(energy_per_inference(tr, idle, windows))
+        except ValueError as exc:  # keep the latency already measured; say why energy is missing
+            m.energy_note = f"energy unavailable: {exc}"
+            continue
         m.energy_note = "; ".join(tr.notes) if tr.notes else m.energy_note
     if spec.cooldown_s:
         time.sleep(spec.cooldown_s)

@@ -26,7 +26,7 @@ from bench.store import RunStore
 from pruning.compress import make_variant
 from pruning.errors import CompressionError
 from pruning.variant import Variant, cache_dir
-from targets.base import Artifact, Session, Target, TargetError, write_json_atomic
+from targets.base import Artifact, NotRunnable, Session, Target, TargetError, write_json_atomic
 
 Progress = Callable[[str], None]
 
@@ -68,7 +68,7 @@ def compile_cached(target: Target, variant: Variant, options) -> tuple[Artifact,
 def _base_row(camp: Campaign, run_id: str, cell: Cell) -> dict:
     return {"campaign": camp.name, "run_id": run_id, "cell_id": cell.id, "model": cell.model.spec().label,
             "variant": cell.compression.label, "scheme": cell.compression.scheme, "target": cell.target.name,
-            "device": cell.target.device or "host", "status": "failed", "verified": False}
+            "device": cell.target.device or "none", "status": "failed", "verified": False}
 
 
 class Runner:
@@ -159,9 +159,10 @@ class Runner:
                 row["macs_effective"] = artifact.manifest["macs_effective"]
             skey = cell.target.model_dump_json()
             if skey not in self.sessions:
+                self.progress(f"connecting {cell.target.label}")
                 self.sessions[skey] = target.open(cell.target.device, options)
             session = self.sessions[skey]
-            meters, note = _meters(cell, target)
+            meters, note = _meters(cell, target, session)
             self.progress(f"measuring {cell.label}")
             m = session.run(artifact, self.camp.protocol, meters)
             row.update(device=session.device, status=m.status, message=m.message, verified=m.verified,
@@ -175,24 +176,33 @@ class Runner:
                 row.update(_energy_columns(m, row.get("macs_effective")))
                 extra["windows"] = {"idle": m.idle, "timed": m.windows}
                 self.store.write_traces(cell.id, m.traces)
+        except NotRunnable as exc:
+            row.update(status="compiled", message=str(exc))
         except (CompressionError, TargetError, MeterError) as exc:
             row["message"] = str(exc)
         except Exception as exc:  # a bug or an unforeseen backend error: record it, keep the campaign going
             row["message"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             extra["traceback"] = traceback.format_exc()
+        for key, sess in list(self.sessions.items()):
+            if getattr(sess, "broken", False):  # a device that dropped mid-cell is reopened by the next cell
+                sess.close()
+                del self.sessions[key]
         row["finished_at"] = datetime.now(UTC).isoformat()
         return row, samples, extra
 
 
-def _meters(cell: Cell, target: Target) -> tuple[list, str]:
+def _meters(cell: Cell, target: Target, session: Session) -> tuple[list, str]:
     """Meters for a cell. Ones the campaign names must work (else the cell fails); a target's
-    defaults are used where they work, and the note says why energy is missing otherwise."""
+    defaults are used where they work, and the note says why energy is missing otherwise. A meter
+    that samples on the device gets the session's shell (and its sysfs root)."""
     explicit = cell.target.meters is not None
     specs = cell.target.meters if explicit else target.default_meters()
+    context = {k: getattr(session, attr) for k, attr in (("shell", "shell"), ("root", "sysfs_root"), ("workdir", "workdir"))
+               if hasattr(session, attr)}
     meters, reasons = [], []
     for spec in specs:
         try:
-            m = power.make(spec)
+            m = power.make(spec, **context)
             m.check()
             meters.append(m)
         except MeterError as exc:

@@ -24,6 +24,10 @@ class TargetError(RuntimeError):
     """A backend problem with a one-line message: missing tool, device, or a failed build."""
 
 
+class NotRunnable(TargetError):
+    """The artifact was built but cannot run here (no device, no NDK): the cell is 'compiled', not failed."""
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

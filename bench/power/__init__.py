@@ -20,10 +20,18 @@ def meter_class(name: str) -> type[Meter]:
     return getattr(importlib.import_module(module), attr)
 
 
-def make(spec: str | dict) -> Meter:
-    """A meter from a campaign spec: 'rapl' or {name = 'hwmon', root = '/mnt/board', device = 'ina260'}."""
+def make(spec: str | dict, **context) -> Meter:
+    """A meter from a campaign spec: 'rapl' or {name = 'hwmon', root = '/mnt/board', device = 'ina260'}.
+    `context` (a device session's shell, sysfs root) fills the options the meter takes and the spec
+    leaves unset."""
+    import inspect
+
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     cls = meter_class(spec.pop("name"))
+    accepted = inspect.signature(cls).parameters
+    for k, v in context.items():
+        if k in accepted:
+            spec.setdefault(k, v)
     try:
         return cls(**spec)
     except TypeError as exc:
