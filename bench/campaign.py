@@ -63,6 +63,7 @@ class TargetEntry(BaseModel):
     name: str
     device: str | None = None
     meters: list[str | dict] | None = None  # None: the target's defaults, each used if it works here
+    devices: list[str] | None = None  # several devices: this entry's cells run in parallel, one per device
 
     @field_validator("name")
     @classmethod
@@ -77,6 +78,8 @@ class TargetEntry(BaseModel):
 
     @property
     def label(self) -> str:
+        if self.devices:
+            return f"{self.name}@{len(self.devices)} devices"
         return self.name if self.device in (None, "host") else f"{self.name}@{self.device}"
 
 

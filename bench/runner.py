@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,6 +82,7 @@ class Runner:
         self.progress = progress or (lambda _msg: None)
         self.variants: dict[str, Variant | Exception] = {}
         self.sessions: dict[str, Session] = {}
+        self._lock = threading.RLock()  # sessions and the store, when devices run cells in parallel
 
     def manifest(self, resumed_from: dict | None) -> dict:
         src = self.camp._source
@@ -96,19 +100,23 @@ class Runner:
         cells = self.camp.cells()
         ids = [c.id for c in cells]
         summary = RunSummary(self.out)
+        todo = []
+        for i, cell in enumerate(cells):
+            done = self.store.cell(cell.id)
+            if resume and done is not None and done["row"].get("status") in ("ok", "skipped"):
+                summary.skipped_done += 1
+            else:
+                todo.append((i, cell))
+        groups: dict[str, list] = {}  # target entries spread over several devices
         try:
-            for i, cell in enumerate(cells):
-                done = self.store.cell(cell.id)
-                if resume and done is not None and done["row"].get("status") in ("ok", "skipped"):
-                    summary.skipped_done += 1
+            for i, cell in todo:
+                if cell.target.devices:
+                    groups.setdefault(cell.target.model_dump_json(), []).append((i, cell))
                     continue
                 self.progress(f"[{i + 1}/{len(cells)}] {cell.label}")
-                row, samples, extra = self._run_cell(cell)
-                self.store.write_cell(cell.id, row, samples, extra)
-                self.store.rebuild(ids)
-                summary.ran += 1
-                if row["status"] == "failed":
-                    summary.failed.append(f"{cell.label}: {row['message']}")
+                self._record(cell, *self._run_cell(cell), ids, summary)
+            for group in groups.values():
+                self._run_spread(group, len(cells), ids, summary)
         finally:
             for s in self.sessions.values():
                 s.close()
@@ -117,6 +125,37 @@ class Runner:
             m["finished_at"] = datetime.now(UTC).isoformat()
             self.store.write_manifest(m)
         return summary
+
+    def _record(self, cell: Cell, row: dict, samples, extra: dict, ids: list[str], summary: RunSummary) -> None:
+        with self._lock:
+            self.store.write_cell(cell.id, row, samples, extra)
+            self.store.rebuild(ids)
+            summary.ran += 1
+            if row["status"] == "failed":
+                summary.failed.append(f"{cell.label}: {row['message']}")
+
+    def _run_spread(self, group: list, total: int, ids: list[str], summary: RunSummary) -> None:
+        """One entry's cells over its devices: one cell per device at a time, devices in parallel.
+        Variants and artifacts are built first, in this thread (the caches are then only read)."""
+        for i, cell in group:
+            self.progress(f"[{i + 1}/{total}] preparing {cell.label}")
+            self._run_cell(cell, prepare_only=True)
+        free: queue.Queue[str] = queue.Queue()
+        for d in group[0][1].target.devices:
+            free.put(d)
+
+        def work(cell: Cell):
+            device = free.get()
+            try:
+                self.progress(f"measuring {cell.label} on {device}")
+                return cell, self._run_cell(cell, device)
+            finally:
+                free.put(device)
+
+        with ThreadPoolExecutor(max_workers=free.qsize()) as pool:
+            for fut in as_completed([pool.submit(work, c) for _, c in group]):
+                cell, result = fut.result()
+                self._record(cell, *result, ids, summary)
 
     def _variant(self, cell: Cell) -> Variant:
         key = json.dumps([cell.model.model_dump(), cell.compression.model_dump(mode="json")], sort_keys=True)
@@ -131,8 +170,12 @@ class Runner:
             raise v
         return v
 
-    def _run_cell(self, cell: Cell) -> tuple[dict, list[list[float]], dict]:
+    def _run_cell(self, cell: Cell, device: str | None = None, prepare_only: bool = False
+                  ) -> tuple[dict, list[list[float]], dict]:
+        """Run one cell (on `device`, else the entry's own); `prepare_only` stops after compiling."""
+        device = device or cell.target.device
         row = _base_row(self.camp, self.out.name, cell)
+        row["device"] = device or "none"
         extra: dict = {}
         samples: list[list[float]] = []
         try:
@@ -157,11 +200,16 @@ class Runner:
             # the compiled-MAC figure, where a backend reports one, replaces the variant's own
             if "macs_effective" in artifact.manifest:
                 row["macs_effective"] = artifact.manifest["macs_effective"]
-            skey = cell.target.model_dump_json()
-            if skey not in self.sessions:
-                self.progress(f"connecting {cell.target.label}")
-                self.sessions[skey] = target.open(cell.target.device, options)
-            session = self.sessions[skey]
+            if prepare_only:
+                return row, samples, extra
+            skey = f"{cell.target.model_dump_json()}@{device}"
+            with self._lock:
+                session = self.sessions.get(skey)
+            if session is None:
+                self.progress(f"connecting {device or cell.target.name}")
+                session = target.open(device, options)
+                with self._lock:
+                    self.sessions[skey] = session
             meters, note = _meters(cell, target, session)
             self.progress(f"measuring {cell.label}")
             m = session.run(artifact, self.camp.protocol, meters)
@@ -174,7 +222,7 @@ class Runner:
                 row.update(summarize([s for rep in samples for s in rep]))
                 row["throttled"] = throttled(m.device.get("before", {}), m.device.get("after", {}), self.camp.protocol)
                 row.update(_energy_columns(m, row.get("macs_effective")))
-                extra["windows"] = {"idle": m.idle, "timed": m.windows}
+                extra["windows"] = {"idle": asdict(m.idle) if m.idle else None, "timed": [asdict(w) for w in m.windows]}
                 self.store.write_traces(cell.id, m.traces)
         except NotRunnable as exc:
             row.update(status="compiled", message=str(exc))
@@ -183,10 +231,11 @@ class Runner:
         except Exception as exc:  # a bug or an unforeseen backend error: record it, keep the campaign going
             row["message"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             extra["traceback"] = traceback.format_exc()
-        for key, sess in list(self.sessions.items()):
-            if getattr(sess, "broken", False):  # a device that dropped mid-cell is reopened by the next cell
-                sess.close()
-                del self.sessions[key]
+        with self._lock:
+            for key, sess in list(self.sessions.items()):
+                if getattr(sess, "broken", False):  # a device that dropped mid-cell is reopened by the next cell
+                    sess.close()
+                    del self.sessions[key]
         row["finished_at"] = datetime.now(UTC).isoformat()
         return row, samples, extra
 

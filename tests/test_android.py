@@ -190,3 +190,29 @@ def test_snapshot_parsing_flags_charging():
                           "temp.skin=36500\nbattery.status=Charging\nusb.online=1\n")
     assert snap["props"]["ro.product.model"] == "Pixel 8" and snap["gpu_hz"]["kgsl_hz"] == 585000000
     assert snap["temps_c"]["skin"] == 36.5 and snap["charging"]
+
+
+def test_several_phones_on_one_tracker_run_cells_in_parallel(tmp_path, tracker):
+    phones = [device_tree(tmp_path / f"phone{i}", current_ua=-(400_000 + 200_000 * i)) for i in range(2)]
+    rpc = tvm_rpc_standin(tmp_path / "tvm_rpc")
+    devices = ", ".join(f'"local:{p}"' for p in phones)
+    body = ('[[models]]\nname = "smallcnn-digits"\n[[compression]]\nname = "dense"\n[[compression]]\nscheme = "block"\n'
+            'sparsity = 0.5\n[[compression]]\nscheme = "block"\nsparsity = 0.75\n[[compression]]\nscheme = "filter"\n'
+            f'sparsity = 0.5\n[[targets]]\nname = "android-cpu"\ndevices = [{devices}]\nprofile = "host"\n'
+            f'tvm_rpc = "{rpc}"\nworkdir = "/tmp/jb-phones-{os.getpid()}"\nrpc_port = {free_port()}\n'
+            f'tracker = "{tracker}"\n')
+    proto = PROTOCOL.replace("min_duration_s = 0.2", "min_duration_s = 1.0")
+    f = write_campaign(tmp_path / "c.toml", body, protocol=proto)
+    run_cli("run", f, "--out", tmp_path / "run", check=True)
+    df = pd.read_parquet(tmp_path / "run" / "measurements.parquet")
+    assert len(df) == 4 and (df["status"] == "ok").all() and df["verified"].all()
+    used = {d.split(" ")[0] for d in df["device"]}
+    assert used == {f"local:{p}" for p in phones}  # both phones took cells
+    # each row's energy comes from the phone that ran it: 0.4 A or 0.6 A at 3.9 V
+    for dev, watts in zip(df["device"], df["avg_power_w"], strict=True):
+        assert watts == pytest.approx(1.56 if dev.startswith(f"local:{phones[0]}") else 2.34)
+    cells = [pd.read_json(tmp_path / "run" / "cells" / f"{c}.json", typ="series") for c in df["cell_id"]]
+    spans = [(c["windows"]["timed"][0]["t0"], c["windows"]["timed"][-1]["t1"], c["row"]["device"]) for c in cells]
+    assert all(isinstance(t0, float) and t1 > t0 for t0, t1, _ in spans)
+    overlap = any(a0 < b1 and b0 < a1 and da != db for a0, a1, da in spans for b0, b1, db in spans)
+    assert overlap  # the two phones measured at the same time

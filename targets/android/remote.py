@@ -73,7 +73,10 @@ class RemoteSession(Session):
         self.opts, self.device_kind = opts, device_kind
         self.shell: Transport = connect(device)
         self.sysfs_root = self.shell.sysfs_root
-        self.workdir = f"{opts.workdir.rstrip('/')}/{uuid.uuid4().hex[:8]}"
+        tag = uuid.uuid4().hex[:8]
+        self.workdir = f"{opts.workdir.rstrip('/')}/{tag}"
+        # through a shared tracker each phone must be reachable as itself (its power is sampled here)
+        self.rpc_key = f"{opts.key}-{tag}"
         self.device = device
         self.broken = False
         self.remote = None
@@ -92,7 +95,7 @@ class RemoteSession(Session):
         for f in [o.tvm_rpc, *o.runtime_libs]:
             sh.push(f, f"{wd}/{Path(f).name}")
         sh.run(f"chmod 755 {wd}/{Path(o.tvm_rpc).name}")
-        tracker = f" --tracker={o.tracker} --key={o.key}" if o.tracker else ""
+        tracker = f" --tracker={o.tracker} --key={self.rpc_key}" if o.tracker else ""
         sh.spawn(f"cd {wd} && echo $$ > {wd}/server.pid && LD_LIBRARY_PATH={wd} exec ./{Path(o.tvm_rpc).name} server "
                  f"--host=0.0.0.0 --port={o.rpc_port} --port-end={o.rpc_port + 10}{tracker}")
 
@@ -105,7 +108,7 @@ class RemoteSession(Session):
             try:
                 if self.opts.tracker:
                     host, _, port = self.opts.tracker.partition(":")
-                    return rpc.connect_tracker(host, int(port)).request(self.opts.key, session_timeout=0)
+                    return rpc.connect_tracker(host, int(port)).request(self.rpc_key, session_timeout=0)
                 host, port = self.shell.forward(self.opts.rpc_port)
                 return rpc.connect(host, port, session_timeout=0)
             except Exception as exc:  # the server is still starting
