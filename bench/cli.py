@@ -264,7 +264,10 @@ def list_targets() -> None:
         try:
             t = registry.get(name)
             ok, why = t.availability()
-            table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", t.description if ok else why, ref)
+            if ok and why:  # usable in part: e.g. builds here, but cannot run without an NDK
+                table.add_row(name, "[yellow]compile only[/]", f"{t.description}; {why}", ref)
+            else:
+                table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", t.description if ok else why, ref)
         except Exception as exc:  # a broken third-party plugin must not hide the others
             table.add_row(name, "[red]no[/]", f"failed to load: {exc}", ref)
     console.print(table)

@@ -10,18 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pruning.errors import CompressionError
+from pruning.train import OnEpoch
 from pruning.variant import ModelSpec, Variant, cache_dir, load_dense
 
 # Bump when compression output would change for the same inputs: it is part of the variant cache key.
 COMPRESSION_VERSION = 3
 
-OnEpoch = Callable[[str, int, int, float, float | None], None]
 
 
 class CompressionSpec(BaseModel):

@@ -9,12 +9,12 @@ import torch
 
 from pruning import data as datasets
 from pruning import quant
-from pruning.compress import CompressionSpec, OnEpoch
+from pruning.compress import CompressionSpec
 from pruning.errors import CompressionError
 from pruning.macs import count_exported
 from pruning.schemes import apply_masks, prune
 from pruning.schemes.layers import prunable_layers, weighted_layers
-from pruning.train import TrainConfig, accuracy, admm_prune, iterative_prune, train
+from pruning.train import OnEpoch, TrainConfig, accuracy, admm_prune, iterative_prune, train
 from pruning.variant import ModelSpec, Variant, tensor_digest
 
 
