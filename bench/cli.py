@@ -297,26 +297,27 @@ def meters() -> None:
 @app.command(name="calibrate-power")
 @friendly
 def calibrate_power(
-    root: Annotated[str, typer.Option(help="device tree root the sampler reads (/ on the device itself)")] = "/",
+    device: Annotated[str, typer.Option(help="adb:SERIAL, tcp:HOST[:PORT], usb[:SERIAL] or local:ROOT (a device tree)")],
     supply: Annotated[str, typer.Option(help="power_supply entry")] = "battery",
     seconds: Annotated[float, typer.Option(help="how long to sample")] = 3.0,
-    workdir: Annotated[str | None, typer.Option(help="where the sampler writes (default: a temp dir)")] = None,
+    workdir: Annotated[str | None, typer.Option(help="where the sampler writes (default: /data/local/tmp, or a temp dir for local)")] = None,
 ) -> None:
     """Infer the battery meter's current unit (µA/mA) and sign from a short sample taken on battery.
 
-    Run it with the device unplugged (adb over Wi-Fi) and idle; put the printed unit and sign in the
-    meter spec. [bold]Example[/]: joulebench calibrate-power --root /mnt/phone --seconds 5
+    Run it with the phone unplugged (adb over Wi-Fi) and idle; put the printed unit and sign in the
+    meter spec. [bold]Example[/]: joulebench calibrate-power --device tcp:192.168.1.20:5555 --seconds 5
     """
     import tempfile
     import time
 
     from bench.power.android import AndroidBatteryMeter, calibrate, to_watts
-    from bench.power.shell import LocalShell
+    from targets.android.transport import connect
 
-    shell = LocalShell()
+    shell = connect(device)
+    local = device.split(":")[0] == "local"
     try:
-        m = AndroidBatteryMeter(shell, root=root, supply=supply, unit="uA", sign=1,
-                                workdir=workdir or tempfile.gettempdir())
+        m = AndroidBatteryMeter(shell, root=shell.sysfs_root, supply=supply, unit="uA", sign=1,
+                                workdir=workdir or (tempfile.gettempdir() if local else "/data/local/tmp"))
         m.start()
         time.sleep(seconds)
         m.stop()

@@ -304,3 +304,17 @@ def test_meters_command_lists_availability():
 
     out = run_cli("meters", check=True).stdout
     assert "rapl" in out and "no RAPL zones under" in out and "android-battery" in out
+
+
+def test_calibrate_power_command_on_a_device_tree(tmp_path):
+    from tests.conftest import run_cli
+    from tests.phone import device_tree
+
+    root = device_tree(tmp_path / "phone", current_ua=-350_000, voltage_uv=3_950_000)
+    r = run_cli("calibrate-power", "--device", f"local:{root}", "--seconds", "0.5", check=True)
+    assert 'unit = "uA", sign = -1' in r.stdout
+    assert float(r.stdout.split("idle draw ")[1].split(" W")[0]) == pytest.approx(0.35 * 3.95, abs=1e-3)
+    (root / "sys/class/power_supply/battery/status").write_text("Charging\n")
+    r = run_cli("calibrate-power", "--device", f"local:{root}", "--seconds", "0.3")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: the device is charging: unplug USB power (or use adb over Wi-Fi) and calibrate again")
