@@ -45,6 +45,7 @@ def test_parquet_schema_and_values(run_dir):
     assert (df["latency_ms_p50"] <= df["latency_ms_p90"]).all() and (df["latency_ms_p90"] <= df["latency_ms_p99"]).all()
     assert (df["latency_ms_ci_low"] <= df["latency_ms_p50"]).all() and (df["latency_ms_p50"] <= df["latency_ms_ci_high"]).all()
     assert (df["macs_dense"] == small_cnn_macs()).all() and (df["macs_effective"] == small_cnn_macs()).all()
+    assert (df["macs_masked"] == small_cnn_macs()).all()
     assert (df["params"] == 295_978).all()
     prov = dict(zip(df["target"], df["provenance"], strict=True))
     assert prov == {"host-cpu": "measured:tvm.time_evaluator", "torch-eager": "measured:perf_counter",

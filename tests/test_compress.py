@@ -129,6 +129,8 @@ name = "host-cpu"
     assert df.loc["filter-s0.5-fp16", "macs_effective"] < 0.6 * df.loc["filter-s0.5-fp16", "macs_dense"]
     assert df.loc["pattern-s0.8-w4a8", "macs_effective"] == df.loc["pattern-s0.8-w4a8", "macs_dense"]
     assert df.loc["pattern-s0.8-w4a8", "macs_masked"] < 0.3 * df.loc["pattern-s0.8-w4a8", "macs_dense"]
+    base = pd.read_parquet(tmp_path / "run" / "measurements.parquet")
+    assert (base["macs_effective"] <= base["macs_dense"]).all()
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -191,3 +193,13 @@ def test_dataset_readers_real_formats(tmp_path):
     assert folder.num_classes == 2 and x.shape == (3, 24, 24) and y == 1
     with pytest.raises(CompressionError, match="not a CIFAR-10 batch folder"):
         datasets.load(str(tmp_path / "imgs" / "train"), (3, 32, 32))
+
+
+def test_baselines_report_the_dense_work_they_do_on_pruned_weights(tmp_path):
+    body = '[[models]]\nname = "smallcnn-digits"\n[[compression]]\nscheme = "block"\nsparsity = 0.75\n' \
+           '[[targets]]\nname = "torch-eager"\n[[targets]]\nname = "onnxruntime"\n[[targets]]\nname = "host-cpu"\n'
+    run_cli("run", write_campaign(tmp_path / "c.toml", body), "--out", tmp_path / "run", check=True)
+    df = pd.read_parquet(tmp_path / "run" / "measurements.parquet").set_index("target")
+    assert (df["macs_masked"] < 0.3 * df["macs_dense"]).all()  # the same pruned variant everywhere
+    assert df.loc["torch-eager", "macs_effective"] == df.loc["onnxruntime", "macs_effective"] == df.loc["host-cpu", "macs_dense"]
+    assert df.loc["host-cpu", "macs_effective"] == df.loc["host-cpu", "macs_masked"]  # only TVM skips the pruned work

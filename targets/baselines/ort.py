@@ -90,13 +90,15 @@ class OnnxRuntimeTarget(Target):
     def version(self) -> str:
         import onnxruntime
 
-        return f"ort-{onnxruntime.__version__}"
+        return f"ort-{onnxruntime.__version__}-2"
 
     def compile(self, variant: Variant, options: OrtOptions, workdir: Path) -> dict:
         import onnxruntime
 
         export_onnx(variant, workdir / "model.onnx")
-        return {"onnxruntime": onnxruntime.__version__, "threads": options.threads or os.cpu_count()}
+        # ONNX Runtime's CPU kernels are dense: pruned weights cost the same as any other
+        return {"onnxruntime": onnxruntime.__version__, "threads": options.threads or os.cpu_count(),
+                "macs_effective": variant.manifest["macs_dense"]}
 
     def open(self, device: str | None, options: OrtOptions) -> Session:
         return OrtSession(device, options.threads or os.cpu_count() or 1)

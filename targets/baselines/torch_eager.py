@@ -59,10 +59,12 @@ class TorchEagerTarget(Target):
         return None if variant.module is not None else "torch-eager runs torch models; this one is an ONNX file"
 
     def version(self) -> str:
-        return f"torch-{torch.__version__}"
+        return f"torch-{torch.__version__}-2"
 
     def compile(self, variant: Variant, options: TorchOptions, workdir: Path) -> dict:
-        return {"torch": torch.__version__, "threads": options.threads or torch.get_num_threads()}
+        # eager mode multiplies pruned (zero) weights like any other: the work done is the dense work
+        return {"torch": torch.__version__, "threads": options.threads or torch.get_num_threads(),
+                "macs_effective": variant.manifest["macs_dense"]}
 
     def open(self, device: str | None, options: TorchOptions) -> Session:
         return TorchSession(device, options.threads)
