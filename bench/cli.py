@@ -294,6 +294,23 @@ def meters() -> None:
                   "meters = [{name = \"hwmon\", root = \"/mnt/board\", device = \"ina260\"}]")
 
 
+@app.command()
+@friendly
+def devices() -> None:
+    """List the phones a running adb server sees, as values for a campaign's `device` key.
+
+    [bold]Example[/]: joulebench devices
+    """
+    from targets.android.transport import discover
+
+    found = discover()
+    table = Table("device", "state", "model")
+    for d in found:
+        table.add_row(d["device"], d["state"], d["model"])
+    console.print(table if found else "no devices attached to the adb server "
+                  "(adb over Wi-Fi: `adb connect HOST:5555`, or device = 'tcp:HOST' directly)")
+
+
 @app.command(name="calibrate-power")
 @friendly
 def calibrate_power(

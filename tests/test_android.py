@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -216,3 +217,34 @@ def test_several_phones_on_one_tracker_run_cells_in_parallel(tmp_path, tracker):
     assert all(isinstance(t0, float) and t1 > t0 for t0, t1, _ in spans)
     overlap = any(a0 < b1 and b0 < a1 and da != db for a0, a1, da in spans for b0, b1, db in spans)
     assert overlap  # the two phones measured at the same time
+
+
+@pytest.mark.skipif(not shutil.which("adb"), reason="no adb binary (.ci/run installs Debian's adb package)")
+def test_adb_server_transport_through_a_real_adb_server(tmp_path, monkeypatch):
+    """The `adb` client and server (Debian's platform-tools) against a device speaking the ADB protocol."""
+    from targets.android.transport import AdbServerTransport
+
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(free_port()))  # a private server, killed below
+    adbd = FakeAdbd(require_auth=True)
+    try:
+        subprocess.run(["adb", "start-server"], capture_output=True, timeout=60, check=True)
+        subprocess.run(["adb", "connect", f"127.0.0.1:{adbd.port}"], capture_output=True, timeout=60)
+        deadline = time.time() + 30
+        while time.time() < deadline and "\tdevice" not in subprocess.run(
+                ["adb", "devices"], capture_output=True, text=True, timeout=30).stdout:
+            time.sleep(0.5)
+        listed = run_cli("devices", check=True).stdout
+        assert f"adb:127.0.0.1:{adbd.port}" in listed and "FakePhone" in listed  # discovery
+        t = AdbServerTransport(f"127.0.0.1:{adbd.port}")
+        assert t.run("echo hello") == "hello\n"
+        payload = os.urandom(120_000)
+        (tmp_path / "a.bin").write_bytes(payload)
+        t.push(str(tmp_path / "a.bin"), str(tmp_path / "b.bin"))
+        t.pull(str(tmp_path / "b.bin"), str(tmp_path / "c.bin"))
+        assert (tmp_path / "c.bin").read_bytes() == payload
+        assert len(adbd.accepted_keys) == 1  # the server's own key, allowed on first connection
+    finally:
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=60)
+        adbd.close()

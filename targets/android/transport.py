@@ -169,6 +169,23 @@ class AdbServerTransport(Transport):
             subprocess.run([self.adb, "forward", "--remove", f"tcp:{port}"], capture_output=True)
 
 
+def discover() -> list[dict]:
+    """Devices a running adb server knows (USB and adb-over-Wi-Fi), as campaign `device` values."""
+    adb = shutil.which("adb") or os.environ.get("ADB")
+    if not adb:
+        raise TargetError("no `adb` binary on PATH: install platform-tools (or connect by address: device = 'tcp:HOST')")
+    r = subprocess.run([adb, "devices", "-l"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise TargetError(f"adb devices failed: {(r.stderr or r.stdout).strip()[:200]}")
+    out = []
+    for line in r.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2:
+            info = dict(p.split(":", 1) for p in parts[2:] if ":" in p)
+            out.append({"device": f"adb:{parts[0]}", "state": parts[1], "model": info.get("model", "")})
+    return out
+
+
 def connect(device: str) -> Transport:
     kind, _, rest = device.partition(":")
     if kind == "local":
