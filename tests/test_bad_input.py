@@ -121,8 +121,11 @@ threads = 1
     f = write_campaign(tmp_path / "c.toml", body, protocol=slow)
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a background job of a non-interactive shell starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition, as a terminal would
     proc = subprocess.Popen([str(JOULEBENCH), "run", str(f), "--out", str(out)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list((out / "cells").glob("*.json")):
         time.sleep(0.2)
