@@ -25,11 +25,11 @@ from bench.campaign import Campaign, Cell
 from bench.power.meter import MeterError
 from bench.protocol import throttled
 from bench.stats import summarize
-from bench.store import RunStore
+from bench.store import RunStore, write_atomic
 from pruning.compress import make_variant
 from pruning.errors import CompressionError
 from pruning.variant import Variant, cache_dir
-from targets.base import Artifact, NotRunnable, Session, Target, TargetError, write_json_atomic
+from targets.base import Artifact, NotRunnable, Session, Target, TargetError
 
 Progress = Callable[[str], None]
 
@@ -60,7 +60,7 @@ def compile_cached(target: Target, variant: Variant, options) -> tuple[Artifact,
     spent = time.perf_counter() - t0
     manifest = {**manifest, "target": target.name, "variant_hash": variant.hash, "key": key,
                 "options": options.model_dump(mode="json"), "compile_s": round(spent, 3), "backend": target.version()}
-    write_json_atomic(work / "manifest.json", manifest)
+    write_atomic(work / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str))
     if final.exists():  # another run finished the same build first
         shutil.rmtree(work, ignore_errors=True)
     else:
@@ -68,10 +68,10 @@ def compile_cached(target: Target, variant: Variant, options) -> tuple[Artifact,
     return Artifact(target.name, final, manifest, variant), spent
 
 
-def _base_row(camp: Campaign, run_id: str, cell: Cell) -> dict:
+def _base_row(camp: Campaign, run_id: str, cell: Cell, device: str | None) -> dict:
     return {"campaign": camp.name, "run_id": run_id, "cell_id": cell.id, "model": cell.model.spec().label,
             "variant": cell.compression.label, "scheme": cell.compression.scheme, "target": cell.target.name,
-            "device": cell.target.device or "none", "status": "failed", "verified": False}
+            "device": device or "none", "status": "failed", "verified": False}
 
 
 class Runner:
@@ -174,8 +174,7 @@ class Runner:
                   ) -> tuple[dict, list[list[float]], dict]:
         """Run one cell (on `device`, else the entry's own); `prepare_only` stops after compiling."""
         device = device or cell.target.device
-        row = _base_row(self.camp, self.out.name, cell)
-        row["device"] = device or "none"
+        row = _base_row(self.camp, self.out.name, cell, device)
         extra: dict = {}
         samples: list[list[float]] = []
         try:

@@ -34,6 +34,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
 class RunStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -69,13 +75,7 @@ class RunStore:
                                 "joules": tr.joules if tr.joules is not None else float("nan")}) for tr in traces]
         d = self.root / "traces"
         d.mkdir(exist_ok=True)
-        tmp = d / f".{cell_id}.{os.getpid()}.tmp"
-        pd.concat(frames).to_parquet(tmp, index=False)
-        os.replace(tmp, d / f"{cell_id}.parquet")
-
-    def traces(self, cell_id: str) -> pd.DataFrame | None:
-        f = self.root / "traces" / f"{cell_id}.parquet"
-        return pd.read_parquet(f) if f.exists() else None
+        write_parquet_atomic(pd.concat(frames), d / f"{cell_id}.parquet")
 
     def rebuild(self, cell_ids: list[str]) -> pd.DataFrame:
         rows, samples = [], []
@@ -89,9 +89,7 @@ class RunStore:
         df = pd.DataFrame(rows, columns=COLUMNS + sorted({k for r in rows for k in r} - set(COLUMNS)))
         sdf = pd.DataFrame(samples, columns=["cell_id", "repeat", "index", "latency_ms"])
         for name, frame in (("measurements.parquet", df), ("samples.parquet", sdf)):
-            tmp = self.root / f".{name}.{os.getpid()}.tmp"
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, self.root / name)
+            write_parquet_atomic(frame, self.root / name)
         return df
 
     def measurements(self) -> pd.DataFrame:

@@ -7,7 +7,6 @@ Register it under the `joulebench.targets` entry-point group.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,9 +99,3 @@ class Target(ABC):
 
     @abstractmethod
     def open(self, device: str | None, options: BaseModel) -> Session: ...
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)

@@ -3,7 +3,9 @@ same three calls; `LocalShell` runs on this machine, for a mounted device tree o
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from typing import Protocol
 
@@ -30,7 +32,9 @@ class LocalShell:
         return r.stdout
 
     def spawn(self, cmd: str) -> None:
-        self._procs.append(subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # its own process group, so that close() also stops what the command started
+        self._procs.append(subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True))
 
     def pull(self, remote: str, local: str) -> None:
         shutil.copyfile(remote, local)
@@ -38,5 +42,8 @@ class LocalShell:
     def close(self) -> None:
         for p in self._procs:
             if p.poll() is None:
-                p.terminate()
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
                 p.wait(5)

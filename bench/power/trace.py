@@ -108,14 +108,14 @@ class EnergyResult:
 def energy_per_inference(trace: PowerTrace, idle: Window, repeats: list[Window]) -> EnergyResult:
     """E/inf = integral of (P - P_idle) over each timed repeat / its inferences, averaged over repeats."""
     p_idle = trace.mean_power(idle.t0, idle.t1)
-    dyn, tot, n_samples = [], [], 0
+    dyn, tot, n_samples, energy = [], [], 0, 0.0
     for w in repeats:
         e = trace.energy(w.t0, w.t1)
         dyn.append((e - p_idle * w.seconds) / w.inferences * 1e3)
         tot.append(e / w.inferences * 1e3)
         n_samples += trace.samples_in(w.t0, w.t1)
+        energy += e
     seconds = sum(w.seconds for w in repeats)
-    energy = sum(trace.energy(w.t0, w.t1) for w in repeats)
     ci = float("nan")
     if len(dyn) > 1:
         from scipy import stats

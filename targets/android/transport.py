@@ -49,11 +49,6 @@ class LocalTransport(LocalShell, Transport):
         super().__init__()
         self.sysfs_root = root
 
-    def spawn(self, cmd: str) -> None:
-        # own process group, so that stopping the server also stops its workers
-        self._procs.append(subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, start_new_session=True))
-
     def push(self, local: str, remote: str) -> None:
         shutil.copyfile(local, remote)
         shutil.copymode(local, remote)
@@ -65,7 +60,24 @@ class LocalTransport(LocalShell, Transport):
 _RC = "__jb_rc="
 
 
-class AdbShellTransport(Transport):
+class _AdbShell(Transport):
+    """run / spawn for both adb transports, over their raw `adb shell` call: the remote shell's exit
+    status is echoed after the command (adb's shell v1 service does not return it)."""
+
+    def _shell(self, cmd: str, timeout: float) -> str:
+        raise NotImplementedError
+
+    def run(self, cmd: str, timeout: float = 60) -> str:
+        body, _, rc = self._shell(f"( {cmd} ); echo {_RC}$?", timeout).rpartition(_RC)
+        if rc.strip() != "0":
+            raise RuntimeError(f"'{cmd}' failed ({rc.strip()}): {body.strip()[-200:]}")
+        return body
+
+    def spawn(self, cmd: str) -> None:
+        self._shell(f"setsid sh -c {shlex.quote(cmd)} > /dev/null 2>&1 < /dev/null &", 60)
+
+
+class AdbShellTransport(_AdbShell):
     """adb-shell (pure-Python adb client) over TCP or USB."""
 
     def __init__(self, kind: str, address: str | None, key_path: str | None = None, timeout_s: float = 10.0) -> None:
@@ -98,15 +110,8 @@ class AdbShellTransport(Transport):
         except Exception as exc:
             raise TargetError(f"cannot connect to {self.name}: {exc} (is USB debugging allowed for {key}.pub?)") from None
 
-    def run(self, cmd: str, timeout: float = 60) -> str:
-        out = self.device.shell(f"( {cmd} ); echo {_RC}$?", timeout_s=timeout)
-        body, _, rc = out.rpartition(_RC)
-        if rc.strip() != "0":
-            raise RuntimeError(f"'{cmd}' failed ({rc.strip()}): {body.strip()[-200:]}")
-        return body
-
-    def spawn(self, cmd: str) -> None:
-        self.device.shell(f"setsid sh -c {shlex.quote(cmd)} > /dev/null 2>&1 < /dev/null &")
+    def _shell(self, cmd: str, timeout: float) -> str:
+        return self.device.shell(cmd, timeout_s=timeout)
 
     def push(self, local: str, remote: str) -> None:
         self.device.push(local, remote, st_mode=0o100755)
@@ -124,7 +129,7 @@ class AdbShellTransport(Transport):
         self.device.close()
 
 
-class AdbServerTransport(Transport):
+class AdbServerTransport(_AdbShell):
     """The `adb` binary talking to a running adb server (USB or Wi-Fi devices it knows)."""
 
     def __init__(self, serial: str | None) -> None:
@@ -143,15 +148,8 @@ class AdbServerTransport(Transport):
             raise TargetError(f"adb {' '.join(args[:2])} failed: {(r.stderr or r.stdout).strip()[:200]}")
         return r.stdout
 
-    def run(self, cmd: str, timeout: float = 60) -> str:
-        out = self._adb("shell", f"( {cmd} ); echo {_RC}$?", timeout=timeout)
-        body, _, rc = out.rpartition(_RC)
-        if rc.strip() != "0":
-            raise RuntimeError(f"'{cmd}' failed ({rc.strip()}): {body.strip()[-200:]}")
-        return body
-
-    def spawn(self, cmd: str) -> None:
-        self._adb("shell", f"setsid sh -c {shlex.quote(cmd)} > /dev/null 2>&1 < /dev/null &")
+    def _shell(self, cmd: str, timeout: float) -> str:
+        return self._adb("shell", cmd, timeout=timeout)
 
     def push(self, local: str, remote: str) -> None:
         self._adb("push", local, remote)

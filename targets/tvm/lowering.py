@@ -41,11 +41,7 @@ class LayerPlan:
 
 @dataclass
 class LoweringReport:
-    layers: list[dict] = field(default_factory=list)
-
-    @property
-    def macs(self) -> int:
-        return sum(layer["macs"] for layer in self.layers)
+    layers: list[dict] = field(default_factory=list)  # per lowered layer: plan, MACs, fused epilogue
 
 
 def plan_layer(w2: np.ndarray, scheme: str, block_rows: int | None) -> LayerPlan:
