@@ -82,8 +82,7 @@ def time_callable(fn: Callable[[], object], n: int) -> list[float]:
 
 def _mark(meters, label: str) -> None:
     for m in meters:
-        if hasattr(m, "mark"):
-            m.mark(label)
+        m.mark(label)
 
 
 def run_protocol(ex: Executor, x: np.ndarray, reference: np.ndarray, precision: str, spec: ProtocolSpec,

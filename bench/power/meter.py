@@ -45,6 +45,9 @@ class Meter(ABC):
     @abstractmethod
     def stop(self) -> PowerTrace: ...
 
+    def mark(self, label: str) -> None:  # noqa: B027 - only meters on another clock need the harness's events
+        """The harness reached event `label` (idle_start, timed_start, ...) now, on its monotonic clock."""
+
     @property
     def provenance(self) -> str:
         return f"measured:{self.name}"
