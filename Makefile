@@ -8,7 +8,7 @@ STAMP := $(VENV)/.joulebench-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,tune]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,tune,fpga]'
 	touch $(STAMP)
 
 venv: $(STAMP)
