@@ -14,11 +14,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import targets as target_registry
-from bench.protocol import ProtocolSpec
+from bench import power
+from bench.api import MeterError, ProtocolSpec, TargetError
 from pruning import zoo
-from pruning.compress import CompressionSpec
+from pruning.spec import CompressionSpec
 from pruning.variant import ModelSpec, file_digest
-from targets.base import TargetError
 
 
 class CampaignError(ValueError):
@@ -176,10 +176,24 @@ def load(path: str | Path) -> Campaign:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise CampaignError(f"{path}: {loc or 'campaign'}: {msg}") from None
+    for i, m in enumerate(camp.models):
+        for key in ("path", "checkpoint"):
+            f = getattr(m, key)
+            if f is not None and not Path(f).is_file():
+                raise CampaignError(f"{path}: models[{i}].{key}: file not found: {f}")
     for i, t in enumerate(camp.targets):
         try:
-            target_registry.get(t.name).parse_options(t.options)
+            backend = target_registry.get(t.name)
+            backend.parse_options(t.options)
         except TargetError as exc:
             raise CampaignError(f"{path}: targets[{i}]: {exc}") from None
+        if t.meters and backend.figures != "measured":
+            raise CampaignError(f"{path}: targets[{i}].meters: {t.name} reports {backend.figures} figures; "
+                                "meters measure real hardware (remove the key)")
+        for j, spec in enumerate(t.meters or []):
+            try:
+                power.check_spec(spec)
+            except MeterError as exc:
+                raise CampaignError(f"{path}: targets[{i}].meters[{j}]: {exc}") from None
     camp._source = path
     return camp

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,13 +22,13 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, h
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from bench.api import MeterError, TargetError
     from bench.campaign import CampaignError
-    from bench.power.meter import MeterError
+    from bench.runner import RunError
     from bench.store import StoreError
     from pruning.errors import CompressionError
-    from targets.base import TargetError
 
-    return (CampaignError, CompressionError, TargetError, StoreError, MeterError, FileNotFoundError)
+    return (CampaignError, CompressionError, TargetError, StoreError, MeterError, RunError, FileNotFoundError)
 
 
 def friendly(fn: Callable) -> Callable:
@@ -50,6 +51,7 @@ def run(
     campaign: Annotated[Path, typer.Argument(help="campaign TOML file")],
     out: Annotated[Path | None, typer.Option(help="run directory (default: results/<campaign>/<timestamp>)")] = None,
     resume: Annotated[bool, typer.Option(help="continue a run: skip cells already finished")] = False,
+    force: Annotated[bool, typer.Option(help="with --resume: continue a run made on another commit or host")] = False,
     results_root: Annotated[Path, typer.Option(help="root for default run directories")] = Path("results"),
 ) -> None:
     """Run a campaign: compile, verify and time every model x compression x target cell.
@@ -75,7 +77,7 @@ def run(
             prog.update(task, description=msg)
 
         try:
-            summary = Runner(camp, out, progress, _epoch_progress(prog)).run(resume=resume)
+            summary = Runner(camp, out, progress, _epoch_progress(prog)).run(resume=resume, force=force)
         except KeyboardInterrupt:
             err_console.print(f"[yellow]interrupted[/]: finished cells are kept in {out}; "
                               f"continue with: joulebench run {campaign} --out {out} --resume")
@@ -101,12 +103,13 @@ def _print_summary(out: Path) -> None:
 
     t = summary_table(RunStore(out).measurements())
     table = Table(show_lines=False)
-    cols = ["model", "variant", "target", "status", "p50 ms", "p50 95% CI", "CV", "MACs (M)"]
+    from bench.report import cell_text
+
+    cols = ["model", "variant", "target", "status", "latency ms", "latency kind", "p50 95% CI", "CV", "MACs (M)"]
     for c in cols:
         table.add_column(c, overflow="fold")
     for r in t.to_dict("records"):
-        table.add_row(*[("" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v))
-                        for v in (r[c] for c in cols)])
+        table.add_row(*[escape(cell_text(r[c])) for c in cols])
     console.print(table)
 
 

@@ -13,10 +13,11 @@ from bench.store import RunStore
 
 SUMMARY = {
     "model": "model", "variant": "variant", "target": "target", "status": "status", "verified": "verified",
-    "latency_ms_p50": "p50 ms", "latency_ms_p90": "p90 ms", "latency_ms_p99": "p99 ms", "latency_cv": "CV",
-    "ci": "p50 95% CI", "runs": "runs", "macs_effective": "MACs (M)", "params_kept": "params (M)",
-    "accuracy": "top-1", "avg_power_w": "avg W", "energy_mj_per_inf": "mJ/inf", "energy_ci": "mJ/inf 95% CI ±",
-    "inf_per_j": "inf/J", "gops_per_w": "GOPS/W", "provenance": "provenance", "message": "note",
+    "latency_ms": "latency ms", "latency_kind": "latency kind", "latency_ms_p90": "p90 ms",
+    "latency_ms_p99": "p99 ms", "latency_cv": "CV", "ci": "p50 95% CI", "runs": "runs",
+    "macs_effective": "MACs (M)", "params_kept": "params (M)", "accuracy": "top-1", "avg_power_w": "avg W",
+    "energy_mj_per_inf": "mJ/inf", "energy_ci": "mJ/inf 95% CI ±", "inf_per_j": "inf/J", "gops_per_w": "GOPS/W",
+    "energy_kind": "energy kind", "provenance": "provenance", "message": "note",
 }
 
 
@@ -24,12 +25,13 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     t = df.copy()
     t["ci"] = [f"{lo:.3f}–{hi:.3f}" if pd.notna(lo) else "" for lo, hi in
                zip(t["latency_ms_ci_low"], t["latency_ms_ci_high"], strict=True)]
-    t["macs_effective"] = t["macs_effective"] / 1e6
-    t["params_kept"] = t["params_kept"] / 1e6
+    t["macs_effective"] = t["macs_effective"].astype("float64") / 1e6
+    t["params_kept"] = t["params_kept"].astype("float64") / 1e6
     t["energy_ci"] = t["energy_mj_per_inf_ci"]
     note = t["message"].fillna("").astype(str)
     energy = t["energy_note"].fillna("").astype(str) if "energy_note" in t else ""
-    t["message"] = [(m or e)[:160] for m, e in zip(note, energy, strict=True)]
+    latency = t["latency_note"].fillna("").astype(str) if "latency_note" in t else ""
+    t["message"] = [(m or e or lat)[:160] for m, e, lat in zip(note, energy, latency, strict=True)]
     t = t[list(SUMMARY)].rename(columns=SUMMARY)
     return t.sort_values(["model", "variant", "target"], kind="stable").reset_index(drop=True)
 
@@ -42,8 +44,17 @@ def energy_gaps(df: pd.DataFrame) -> list[str]:
     return [f"{t}: {n}" for t, n in gaps.groupby("target")["energy_note"].first().items()]
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and pd.isna(v)):
+def _origins(manifest: dict) -> list[str]:
+    """A run resumed on another commit or host (with --force) says so."""
+    origins = manifest.get("origins") or []
+    if len(origins) < 2:
+        return []
+    return ["mixed run: cells come from " + "; ".join(f"commit {o['git_commit']} at host {o['host']}"
+                                                      for o in origins) + " (see the git_commit and host columns)"]
+
+
+def cell_text(v) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
         return ""
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
@@ -53,7 +64,7 @@ def _fmt(v) -> str:
 def to_markdown(t: pd.DataFrame) -> str:
     head = "| " + " | ".join(t.columns) + " |"
     sep = "|" + "|".join("---" for _ in t.columns) + "|"
-    rows = ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in r) + " |" for r in t.itertuples(index=False)]
+    rows = ["| " + " | ".join(cell_text(v).replace("|", "\\|") for v in r) + " |" for r in t.itertuples(index=False)]
     return "\n".join([head, sep, *rows])
 
 
@@ -67,10 +78,13 @@ def render(run_dir: str | Path, fmt: str = "md") -> str:
     notes = [
         f"host: {manifest['host']['cpu']} ({manifest['host']['cores']} cores), "
         f"commit {manifest.get('git_commit') or 'unknown'}",
-        "latency: median (p50) of per-inference samples over all repeats; CI: bootstrap of the median.",
+        "latency ms: the median (p50) of per-inference samples over all repeats for measured rows (CI: bootstrap "
+        "of the median); the single deterministic figure for simulated or modeled rows, which have no "
+        "distribution. Kinds of figure are never averaged together.",
         "energy: mJ/inf = integral of (P - P_idle) over each timed repeat / its inferences, mean over repeats "
         "(CI: t-interval over repeats); inf/J and GOPS/W on total energy; the meter is in the provenance.",
         *energy_gaps(df),
+        *_origins(manifest),
     ]
     if fmt == "md":
         return "\n\n".join([f"# {title}", *[f"- {n}" for n in notes], to_markdown(t)]) + "\n"

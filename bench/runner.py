@@ -21,17 +21,20 @@ from pathlib import Path
 
 import targets as target_registry
 from bench import host, power
+from bench.api import Artifact, Measurement, MeterError, NotRunnable, Session, Target, TargetError, Variant, cache_dir
 from bench.campaign import Campaign, Cell
-from bench.power.meter import MeterError
-from bench.protocol import throttled
+from bench.protocol import measure, throttled
+from bench.rows import dumps_inputs
 from bench.stats import summarize
 from bench.store import RunStore, write_atomic
 from pruning.compress import make_variant
 from pruning.errors import CompressionError
-from pruning.variant import Variant, cache_dir
-from targets.base import Artifact, NotRunnable, Session, Target, TargetError
 
 Progress = Callable[[str], None]
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be continued as asked (one line, nothing run)."""
 
 
 @dataclass
@@ -94,9 +97,13 @@ class Runner:
             "cells": [c.id for c in self.camp.cells()],
         }
 
-    def run(self, resume: bool = False) -> RunSummary:
+    def run(self, resume: bool = False, force: bool = False) -> RunSummary:
         prior = self.store.manifest() if resume and (self.out / "manifest.json").exists() else None
-        self.store.init(self.manifest(prior))
+        manifest = self.manifest(prior)
+        origin = {"git_commit": manifest["git_commit"], "host": manifest["host"]["hostname"]}
+        manifest["origins"] = _check_origin(prior, origin, self.out, force) if prior is not None else [origin]
+        self._origin = origin
+        self.store.init(manifest)
         cells = self.camp.cells()
         ids = [c.id for c in cells]
         summary = RunSummary(self.out)
@@ -170,6 +177,14 @@ class Runner:
             raise v
         return v
 
+    def _drop_if_unhealthy(self, skey: str) -> None:
+        """A device that dropped mid-cell is closed here and reopened by the next cell."""
+        with self._lock:
+            sess = self.sessions.get(skey)
+            if sess is not None and not sess.healthy():
+                sess.close()
+                del self.sessions[skey]
+
     def _run_cell(self, cell: Cell, device: str | None = None, prepare_only: bool = False
                   ) -> tuple[dict, list[list[float]], dict]:
         """Run one cell (on `device`, else the entry's own); `prepare_only` stops after compiling."""
@@ -177,6 +192,7 @@ class Runner:
         row = _base_row(self.camp, self.out.name, cell, device)
         extra: dict = {}
         samples: list[list[float]] = []
+        skey = None  # the session this cell used, once opened
         try:
             variant = self._variant(cell)
             mf = variant.manifest
@@ -209,20 +225,22 @@ class Runner:
                 session = target.open(device, options)
                 with self._lock:
                     self.sessions[skey] = session
-            meters, note = _meters(cell, target, session)
+            # simulated/modeled figures carry their own energy model: no meter reads the host meanwhile
+            meters, note = _meters(cell, target, session) if target.figures == "measured" else ([], "")
             self.progress(f"measuring {cell.label}")
-            m = session.run(artifact, self.camp.protocol, meters)
+            m = measure(session, artifact, self.camp.protocol, meters)
             row.update(device=session.device, status=m.status, message=m.message, verified=m.verified,
                        max_abs_err=m.max_abs_err, tolerance=m.tolerance, provenance=m.provenance,
                        energy_note=m.energy_note or note)
-            extra["device_snapshot"] = m.device
+            extra["device_snapshot"] = {"before": asdict(m.before), "after": asdict(m.after)}
             samples = m.samples_s
             if m.status == "ok":
-                row.update(summarize([s for rep in samples for s in rep]))
-                row["throttled"] = throttled(m.device.get("before", {}), m.device.get("after", {}), self.camp.protocol)
-                row.update(_energy_columns(m, row.get("macs_effective")))
-                extra["windows"] = {"idle": asdict(m.idle) if m.idle else None, "timed": [asdict(w) for w in m.windows]}
-                self.store.write_traces(cell.id, m.traces)
+                row["throttled"] = throttled(m.before, m.after, self.camp.protocol)
+                row.update(_figure_columns(m, row.get("macs_effective")))
+                if m.estimate is None:
+                    extra["windows"] = {"idle": asdict(m.idle) if m.idle else None,
+                                        "timed": [asdict(w) for w in m.windows]}
+                    self.store.write_traces(cell.id, m.traces)
         except NotRunnable as exc:
             row.update(status="compiled", message=str(exc))
         except (CompressionError, TargetError, MeterError) as exc:
@@ -230,27 +248,37 @@ class Runner:
         except Exception as exc:  # a bug or an unforeseen backend error: record it, keep the campaign going
             row["message"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             extra["traceback"] = traceback.format_exc()
-        with self._lock:
-            for key, sess in list(self.sessions.items()):
-                if getattr(sess, "broken", False):  # a device that dropped mid-cell is reopened by the next cell
-                    sess.close()
-                    del self.sessions[key]
-        row["finished_at"] = datetime.now(UTC).isoformat()
+        if row["status"] == "failed" and skey is not None:
+            self._drop_if_unhealthy(skey)
+        row.update(finished_at=datetime.now(UTC).isoformat(), **self._origin)
         return row, samples, extra
+
+
+def _check_origin(prior: dict, here: dict, out: Path, force: bool) -> list[dict]:
+    """The (commit, host) pairs a resumed run's cells come from; adding a new one needs --force."""
+    origins = prior.get("origins") or [{"git_commit": prior.get("git_commit"),
+                                        "host": (prior.get("host") or {}).get("hostname")}]
+    if here in origins:
+        return origins
+    if not force:
+        was = origins[-1]
+        raise RunError(f"{out} was run on commit {was['git_commit'] or 'unknown'} at host {was['host']}; this is "
+                       f"commit {here['git_commit'] or 'unknown'} at host {here['host']}: resuming would mix them "
+                       "(add --force to resume anyway; the report then lists the mix)")
+    return [*origins, here]
 
 
 def _meters(cell: Cell, target: Target, session: Session) -> tuple[list, str]:
     """Meters for a cell. Ones the campaign names must work (else the cell fails); a target's
     defaults are used where they work, and the note says why energy is missing otherwise. A meter
-    that samples on the device gets the session's shell (and its sysfs root)."""
+    that samples on the device gets what the session offers (`Session.meter_context`)."""
     explicit = cell.target.meters is not None
     specs = cell.target.meters if explicit else target.default_meters()
-    context = {k: getattr(session, attr) for k, attr in (("shell", "shell"), ("root", "sysfs_root"), ("workdir", "workdir"))
-               if hasattr(session, attr)}
+    context = session.meter_context()
     meters, reasons = [], []
     for spec in specs:
         try:
-            m = power.make(spec, **context)
+            m = power.make(spec, context)
             m.check()
             meters.append(m)
         except MeterError as exc:
@@ -263,14 +291,41 @@ def _meters(cell: Cell, target: Target, session: Session) -> tuple[list, str]:
     return [], f"energy unavailable: {why}"
 
 
-def _energy_columns(m, macs: int | None) -> dict:
-    if not m.energy:
-        return {}
-    e = m.energy[0]
-    return {"avg_power_w": e.avg_power_w, "idle_power_w": e.idle_power_w, "energy_mj_per_inf": e.energy_mj_per_inf,
-            "energy_mj_per_inf_ci": e.energy_mj_per_inf_ci, "energy_total_mj_per_inf": e.energy_total_mj_per_inf,
-            "inf_per_j": e.inf_per_j, "gops_per_w": e.gops_per_w(macs) if macs else None,
-            "power_samples": e.power_samples, "meter": e.meter, "energy_method": e.method}
+def _figure_columns(m: Measurement, macs: int | None) -> dict:
+    """Latency and energy columns of a finished cell, each with its kind and provenance."""
+    if m.estimate is not None:
+        return _estimate_columns(m, macs)
+    cols = summarize([s for rep in m.samples_s for s in rep])
+    cols.update(latency_ms=cols["latency_ms_p50"], latency_kind="measured", latency_provenance=m.latency_provenance)
+    if m.energy:
+        e = m.energy[0]
+        cols.update(avg_power_w=e.avg_power_w, idle_power_w=e.idle_power_w, energy_mj_per_inf=e.energy_mj_per_inf,
+                    energy_mj_per_inf_ci=e.energy_mj_per_inf_ci, energy_total_mj_per_inf=e.energy_total_mj_per_inf,
+                    inf_per_j=e.inf_per_j, gops_per_w=e.gops_per_w(macs) if macs else None,
+                    power_samples=e.power_samples, meter=e.meter, energy_method=e.method, energy_kind="measured",
+                    energy_provenance=m.energy_provenance)
+    return cols
+
+
+def _estimate_columns(m: Measurement, macs: int | None) -> dict:
+    """A simulated/modeled cell: one deterministic figure each, no distribution (those columns stay empty)."""
+    est = m.estimate
+    lat = est.latency_s
+    inputs = {"latency": lat.assumptions, **{k: {"value": f.value, "provenance": f.provenance, **f.assumptions}
+                                             for k, f in est.details.items()}}
+    cols = {"latency_ms": lat.value * 1e3, "latency_kind": lat.kind, "latency_provenance": lat.provenance,
+            "latency_note": f"{lat.kind}: one deterministic figure, no distribution (no repeats, CI or CV)"}
+    if est.energy_j is not None:
+        e = est.energy_j
+        inputs["energy"] = e.assumptions
+        total_mj = e.value * 1e3
+        cols.update(energy_total_mj_per_inf=total_mj, avg_power_w=e.value / lat.value if lat.value else None,
+                    inf_per_j=1 / e.value if e.value > 0 else None, energy_kind=e.kind, energy_provenance=e.provenance,
+                    gops_per_w=2 * macs * 1e-9 / e.value if macs and e.value > 0 else None)
+        if est.idle_power_w is not None:
+            cols.update(idle_power_w=est.idle_power_w, energy_mj_per_inf=total_mj - est.idle_power_w * lat.value * 1e3)
+    cols["model_inputs"] = dumps_inputs(inputs)
+    return cols
 
 
 def default_out(camp: Campaign, root: Path = Path("results")) -> Path:

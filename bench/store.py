@@ -12,17 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = [
-    "campaign", "run_id", "cell_id", "model", "variant", "scheme", "sparsity", "bits", "precision", "target",
-    "device", "status", "message", "verified", "max_abs_err", "tolerance",
-    "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_cv",
-    "latency_ms_ci_low", "latency_ms_ci_high", "runs", "macs_dense", "macs_effective", "macs_masked", "params", "params_kept",
-    "accuracy", "accuracy_dataset",
-    "avg_power_w", "idle_power_w", "energy_mj_per_inf", "energy_mj_per_inf_ci", "energy_total_mj_per_inf",
-    "inf_per_j", "gops_per_w", "power_samples", "meter", "energy_method", "throttled", "energy_note",
-    "provenance", "compile_s", "artifact", "finished_at",
-]
+from bench import rows as row_model
+from bench.rows import COLUMNS, FORMAT_VERSION, FormatError
 
+__all__ = ["COLUMNS", "FORMAT_VERSION", "RunStore", "StoreError", "write_atomic", "write_parquet_atomic"]
 
 class StoreError(RuntimeError):
     pass
@@ -47,7 +40,7 @@ class RunStore:
 
     def init(self, manifest: dict) -> None:
         self.cells_dir.mkdir(parents=True, exist_ok=True)
-        self.write_manifest(manifest)
+        self.write_manifest({**manifest, "format_version": FORMAT_VERSION})
 
     def write_manifest(self, manifest: dict) -> None:
         write_atomic(self.root / "manifest.json", json.dumps(manifest, indent=2, default=str))
@@ -86,17 +79,22 @@ class RunStore:
             rows.append(rec["row"])
             for r, rep in enumerate(rec["samples_s"]):
                 samples += [{"cell_id": cid, "repeat": r, "index": i, "latency_ms": s * 1e3} for i, s in enumerate(rep)]
-        df = pd.DataFrame(rows, columns=COLUMNS + sorted({k for r in rows for k in r} - set(COLUMNS)))
-        sdf = pd.DataFrame(samples, columns=["cell_id", "repeat", "index", "latency_ms"])
-        for name, frame in (("measurements.parquet", df), ("samples.parquet", sdf)):
-            write_parquet_atomic(frame, self.root / name)
+        df = row_model.frame(rows)
+        tmp = self.root / f".measurements.parquet.{os.getpid()}.tmp"
+        row_model.write(df, tmp)
+        os.replace(tmp, self.root / "measurements.parquet")
+        write_parquet_atomic(pd.DataFrame(samples, columns=["cell_id", "repeat", "index", "latency_ms"]),
+                             self.root / "samples.parquet")
         return df
 
     def measurements(self) -> pd.DataFrame:
         f = self.root / "measurements.parquet"
         if not f.exists():
             raise StoreError(f"{self.root}: no measurements.parquet here; run a campaign with `joulebench run` first")
-        return pd.read_parquet(f)
+        try:
+            return row_model.read(f)
+        except FormatError as exc:
+            raise StoreError(str(exc)) from None
 
     def samples(self) -> pd.DataFrame:
         f = self.root / "samples.parquet"

@@ -9,11 +9,11 @@ import torch
 
 from pruning import data as datasets
 from pruning import quant
-from pruning.compress import CompressionSpec
 from pruning.errors import CompressionError
 from pruning.macs import count_exported
 from pruning.schemes import apply_masks, prune
 from pruning.schemes.layers import prunable_layers, weighted_layers
+from pruning.spec import CompressionSpec
 from pruning.train import OnEpoch, TrainConfig, accuracy, admm_prune, iterative_prune, train
 from pruning.variant import ModelSpec, Variant, tensor_digest
 
@@ -129,12 +129,13 @@ def _variant(dense: Variant, spec, net, masks, qweights, act, acc, parent, ds) -
         })
     pruned = sum(int((~m).sum()) for m in masks.values())
     wbits, abits = spec.weight_act_bits
-    extras = [json.dumps({k: [a.bits, a.scale, a.zero_point] for k, a in act.items()}, sort_keys=True), spec.label]
+    extras = [json.dumps({k: [a.bits, a.scale, a.zero_point] for k, a in act.items()}, sort_keys=True), spec.label,
+              json.dumps(list(dense.input_shape))]
     tensors = {**net.state_dict(), **{f"mask:{k}": m for k, m in masks.items()}}
     v.manifest = {
         **{k: dense.manifest[k] for k in ("model", "source", "checkpoint", "seed", "params", "macs_dense", "dataset",
                                           "family")},
-        "variant": spec.label, "scheme": spec.scheme, "sparsity": spec.sparsity if spec.scheme != "none" else 0.0,
+        "variant": spec.label, "input_shape": list(dense.input_shape), "scheme": spec.scheme, "sparsity": spec.sparsity if spec.scheme != "none" else 0.0,
         "block": spec.block if spec.scheme == "block" else None,
         "block_mode": spec.block_mode if spec.scheme == "block" else None,
         "method": spec.method if spec.scheme != "none" else None,

@@ -64,6 +64,6 @@ def load_variant(path: str | Path) -> Variant:
     if manifest.get("precision") == "fp16":
         quant.attach_fp16(module)
     quant.attach_act_quant(module, act)
-    shape = (1, *zoo.entry(manifest["model"]).input_shape)
+    shape = tuple(manifest.get("input_shape") or (1, *zoo.entry(manifest["model"]).input_shape))
     return Variant(manifest["model"], manifest["variant"], shape, manifest, module=module.eval(), masks=masks,
                    qweights=qweights, act_quant=act, path=str(path))

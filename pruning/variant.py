@@ -130,13 +130,13 @@ def load_dense(spec: ModelSpec) -> Variant:
     raise CompressionError(f"unsupported model file {spec.path}: expected a .onnx or a torch.export .pt2 file")
 
 
-def _base_manifest(spec: ModelSpec, count: GraphCount, digest: str, extra: dict) -> dict:
+def _base_manifest(spec: ModelSpec, shape: tuple[int, ...], count: GraphCount, digest: str, extra: dict) -> dict:
     return {
         "model": spec.label, "variant": "dense", "scheme": "none", "sparsity": 0.0, "bits": 32,
         "precision": "fp32", "source": spec.path or "zoo", "checkpoint": spec.checkpoint, "seed": spec.seed,
         "params": count.params, "params_kept": count.params,
         "macs_dense": count.macs_dense, "macs_effective": count.macs_effective,
-        "hash": digest, "parent_hash": None, **extra,
+        "input_shape": list(shape), "hash": digest, "parent_hash": None, **extra,
     }
 
 
@@ -144,7 +144,7 @@ def _from_module(spec: ModelSpec, module: nn.Module, shape: tuple[int, ...], ext
     v = Variant(spec.label, "dense", shape, {}, module=module.eval())
     count = count_exported(v.exported)
     digest = tensor_digest(module.state_dict(), spec.label, json.dumps(shape))
-    v.manifest = _base_manifest(spec, count, digest, extra)
+    v.manifest = _base_manifest(spec, shape, count, digest, extra)
     return v
 
 
@@ -159,7 +159,7 @@ def _from_pt2(spec: ModelSpec) -> Variant:
     shape = tuple(int(d) for d in user_inputs[0].meta["val"].shape)
     v = Variant(spec.label, "dense", shape, {}, module=ep.module(), _exported=ep)
     count = count_exported(ep)
-    v.manifest = _base_manifest(spec, count, file_digest(spec.path), {"dataset": None, "family": "pt2"})
+    v.manifest = _base_manifest(spec, shape, count, file_digest(spec.path), {"dataset": None, "family": "pt2"})
     return v
 
 
@@ -177,5 +177,6 @@ def _from_onnx(spec: ModelSpec) -> Variant:
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
     shape = tuple(d if d > 0 else spec.batch for d in dims)
     count = count_onnx(spec.path)
-    manifest = _base_manifest(spec, count, file_digest(spec.path), {"dataset": None, "family": "onnx"})
+    digest = tensor_digest({}, file_digest(spec.path), json.dumps(shape))  # dynamic batch: the shape decides
+    manifest = _base_manifest(spec, shape, count, digest, {"dataset": None, "family": "onnx"})
     return Variant(spec.label, "dense", shape, manifest, onnx_path=os.path.abspath(spec.path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from targets.base import Target, TargetError
+from bench.api import Target, TargetError
 
 
 def registered() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 from pathlib import Path
@@ -9,8 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pruning.variant import Variant
-from targets.base import Session, Target, TargetError
+from bench.api import DeviceSnapshot, Session, Target, TargetError, Variant
 
 
 class HostCPUOptions(BaseModel):
@@ -41,6 +41,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_snapshot(root: str = "/") -> DeviceSnapshot:
+    """CPU clocks (Hz), governors and thermal-zone temperatures (deg C) of the sysfs tree under `root`."""
+    base = Path(root)
+    freqs = {}
+    for f in sorted(glob.glob(str(base / "sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"))):
+        v = _read(f)
+        if v and v.isdigit():
+            freqs[Path(f).parts[-3]] = int(v) * 1e3  # sysfs reports kHz
+    governors = sorted({g for f in glob.glob(str(base / "sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"))
+                        if (g := _read(f))})
+    temps = {}
+    for zone in sorted(glob.glob(str(base / "sys/class/thermal/thermal_zone*"))):
+        t, kind = _read(f"{zone}/temp"), _read(f"{zone}/type") or Path(zone).name
+        if t and t.lstrip("-").isdigit():
+            temps[kind] = int(t) / 1000.0
+    return DeviceSnapshot(cpu_hz=freqs, temps_c=temps, info={"governors": governors} if governors else {})
+
+
 class HostSession(Session):
     """A session on this machine (every host-side target): its device name and CPU snapshot."""
 
@@ -49,9 +74,7 @@ class HostSession(Session):
             raise TargetError(f"{target} runs on this machine only; got device '{device}'")
         self.device = f"host:{cpu_model()}"
 
-    def snapshot(self) -> dict:
-        from bench.host import cpu_snapshot
-
+    def snapshot(self) -> DeviceSnapshot:
         return cpu_snapshot()
 
 

@@ -14,12 +14,12 @@ import time
 import pandas as pd
 import pytest
 
+from bench.api import TargetError
 from pruning.compress import CompressionSpec, make_variant
 from pruning.variant import ModelSpec
 from pruning.zoo import ZOO
 from targets.android.remote import DeviceOptions, RemoteSession, parse_snapshot
 from targets.android.target import AndroidGPUTarget
-from targets.base import TargetError
 from tests.conftest import run_cli, write_campaign
 from tests.fake_adbd import FakeAdbd
 from tests.phone import device_tree, free_port, tvm_rpc_standin
@@ -159,7 +159,7 @@ def test_adb_shell_transport_at_the_protocol_boundary(tmp_path, phone, monkeypat
 
 
 def test_disconnect_mid_cell_fails_that_cell_clearly(tmp_path, phone):
-    from bench.protocol import ProtocolSpec
+    from bench.protocol import ProtocolSpec, measure
     from bench.runner import compile_cached
     from targets.android.target import AndroidCPUTarget
 
@@ -172,8 +172,8 @@ def test_disconnect_mid_cell_fails_that_cell_clearly(tmp_path, phone):
     try:
         session.shell.run(f"kill -KILL -$(cat {session.workdir}/server.pid)")  # the phone drops off
         with pytest.raises(TargetError, match="failed during the cell"):
-            session.run(artifact, ProtocolSpec(min_runs=3, min_duration_s=0, warmup_runs=1, warmup_s=0))
-        assert session.broken
+            measure(session, artifact, ProtocolSpec(min_runs=3, min_duration_s=0, warmup_runs=1, warmup_s=0))
+        assert not session.healthy()
     finally:
         session.close()
     assert _servers_left(phone["port"]) == 0
@@ -189,8 +189,8 @@ def test_missing_tvm_rpc_and_bad_device_are_one_line_errors(tmp_path, phone):
 def test_snapshot_parsing_flags_charging():
     snap = parse_snapshot("prop.ro.product.model=Pixel 8\ngpu.kgsl_hz=585000000\ncpu.cpu0=1804800\n"
                           "temp.skin=36500\nbattery.status=Charging\nusb.online=1\n")
-    assert snap["props"]["ro.product.model"] == "Pixel 8" and snap["gpu_hz"]["kgsl_hz"] == 585000000
-    assert snap["temps_c"]["skin"] == 36.5 and snap["charging"]
+    assert snap.info["props"]["ro.product.model"] == "Pixel 8" and snap.gpu_hz["kgsl_hz"] == 585000000
+    assert snap.cpu_hz["cpu0"] == 1804800e3 and snap.temps_c["skin"] == 36.5 and snap.charging
 
 
 def test_several_phones_on_one_tracker_run_cells_in_parallel(tmp_path, tracker):

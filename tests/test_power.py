@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bench import power
+from bench.api import DeviceSnapshot
 from bench.power.android import AndroidBatteryMeter, calibrate, parse_sampler_output, to_watts
 from bench.power.files import ExternalCsvMeter, PynqRailsMeter
 from bench.power.meter import MeterError
@@ -209,9 +210,11 @@ def test_pynq_datarecorder_frame(tmp_path):
 
 def test_throttle_flag():
     spec = ProtocolSpec()
-    assert not throttled({"cpu_khz": {"cpu0": 3000000}}, {"cpu_khz": {"cpu0": 2900000}}, spec)
-    assert throttled({"cpu_khz": {"cpu0": 3000000}}, {"cpu_khz": {"cpu0": 2000000}}, spec)
-    assert throttled({"temps_c": {"soc": 60.0}}, {"temps_c": {"soc": 91.0}}, spec)
+    assert not throttled(DeviceSnapshot(cpu_hz={"cpu0": 3.0e9}), DeviceSnapshot(cpu_hz={"cpu0": 2.9e9}), spec)
+    assert throttled(DeviceSnapshot(cpu_hz={"cpu0": 3.0e9}), DeviceSnapshot(cpu_hz={"cpu0": 2.0e9}), spec)
+    assert throttled(DeviceSnapshot(fabric_hz={"pl0": 250e6}), DeviceSnapshot(fabric_hz={"pl0": 100e6}), spec)
+    assert not throttled(DeviceSnapshot(fabric_hz={"pl0": 250e6}), DeviceSnapshot(fabric_hz={"pl0": 250e6}), spec)
+    assert throttled(DeviceSnapshot(temps_c={"soc": 60.0}), DeviceSnapshot(temps_c={"soc": 91.0}), spec)
 
 
 def test_registry_lists_every_meter():

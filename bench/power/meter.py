@@ -1,56 +1,17 @@
-"""Meter plugin interface: start() before the idle window, stop() after the timed window -> PowerTrace.
-
-Each meter declares its unit ('W' samples or 'J' counter), its update period and the clock its
-timestamps come from; whatever that clock, the trace it returns is on the harness's monotonic clock.
-"""
+"""PolledMeter: the base of meters read on the host by a background thread. The Meter interface itself
+(start/stop/mark -> PowerTrace) is declared in bench.api."""
 
 from __future__ import annotations
 
 import threading
 import time
-from abc import ABC, abstractmethod
-from typing import ClassVar
+from abc import abstractmethod
 
 import numpy as np
 
-from bench.power.trace import PowerTrace
+from bench.api import Meter, MeterError, PowerTrace
 
-
-class MeterError(RuntimeError):
-    """A meter that cannot be used here: the message says what is missing and how to get it."""
-
-
-class Meter(ABC):
-    name: ClassVar[str]
-    unit: ClassVar[str]  # "W" (power samples) or "J" (cumulative energy counter)
-    clock: ClassVar[str]  # where timestamps come from: host-monotonic | device | external
-    period_s: float = 0.05  # update period: the harness lengthens windows to get enough samples
-
-    @classmethod
-    def availability(cls, **options) -> tuple[bool, str]:
-        try:
-            cls(**options).check()
-        except MeterError as exc:
-            return False, str(exc)
-        except TypeError as exc:
-            return False, f"bad options for meter {cls.name}: {exc}"
-        return True, ""
-
-    def check(self) -> None:  # noqa: B027 - raise MeterError when unusable
-        """Raise MeterError if the meter cannot be read here."""
-
-    @abstractmethod
-    def start(self) -> None: ...
-
-    @abstractmethod
-    def stop(self) -> PowerTrace: ...
-
-    def mark(self, label: str) -> None:  # noqa: B027 - only meters on another clock need the harness's events
-        """The harness reached event `label` (idle_start, timed_start, ...) now, on its monotonic clock."""
-
-    @property
-    def provenance(self) -> str:
-        return f"measured:{self.name}"
+__all__ = ["Meter", "MeterError", "PolledMeter"]
 
 
 class PolledMeter(Meter):

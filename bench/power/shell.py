@@ -1,5 +1,5 @@
-"""The shell transport a device-side sampler runs over. adb transports (targets/android) implement the
-same three calls; `LocalShell` runs on this machine, for a mounted device tree or the tests."""
+"""`LocalShell`: the `bench.api.Shell` a device-side sampler runs over, on this machine (a mounted device
+tree, or the tests). adb transports (targets/android) implement the same calls."""
 
 from __future__ import annotations
 
@@ -7,18 +7,10 @@ import os
 import shutil
 import signal
 import subprocess
-from typing import Protocol
 
+from bench.api import Shell
 
-class Shell(Protocol):
-    def run(self, cmd: str, timeout: float = 30) -> str:
-        """Run `cmd` with sh on the device; its stdout. Raises on a non-zero exit."""
-
-    def spawn(self, cmd: str) -> None:
-        """Start `cmd` in the background on the device and return at once."""
-
-    def pull(self, remote: str, local: str) -> None:
-        """Copy a device file to this machine."""
+__all__ = ["LocalShell", "Shell"]
 
 
 class LocalShell:

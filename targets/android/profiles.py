@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tvm
 
-from targets.base import TargetError
+from bench.api import TargetError
 
 ANDROID_HOST = {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]}
 

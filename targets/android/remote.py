@@ -1,6 +1,6 @@
 """A phone as a Session: push tvm_rpc + runtime libraries, start the RPC server, connect (through a
 forwarded port, the phone's address, or a TVM RPC tracker), upload and load each artifact, run the
-shared measurement protocol over RPC, and clean up (stop the server, delete files) even on error.
+runner's measurement protocol over RPC, and clean up (stop the server, delete files) even on error.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.api import Artifact, DeviceSnapshot, MeterContext, NotRunnable, Session, TargetError
 from targets.android.transport import Transport, connect
-from targets.base import Artifact, NotRunnable, Session, TargetError
 
 SNAPSHOT = r"""
 for p in ro.product.model ro.soc.manufacturer ro.soc.model ro.board.platform ro.build.version.release; do
@@ -43,26 +43,28 @@ class DeviceOptions(BaseModel):
     connect_timeout_s: float = 30.0
 
 
-def parse_snapshot(text: str) -> dict:
-    out: dict = {"props": {}, "cpu_khz": {}, "gpu_hz": {}, "temps_c": {}}
+def parse_snapshot(text: str) -> DeviceSnapshot:
+    snap, props, other = DeviceSnapshot(), {}, {}
     for line in text.splitlines():
         k, _, v = line.partition("=")
         v = v.strip()
         if not v:
             continue
         if k.startswith("prop."):
-            out["props"][k[5:]] = v
+            props[k[5:]] = v
         elif k.startswith("cpu.") and v.isdigit():
-            out["cpu_khz"][k[4:]] = int(v)
+            snap.cpu_hz[k[4:]] = int(v) * 1e3  # cpufreq reports kHz
         elif k.startswith("gpu.") and v.isdigit():
-            out["gpu_hz"][k[4:]] = int(v)
+            snap.gpu_hz[k[4:]] = float(v)
         elif k.startswith("temp.") and v.lstrip("-").isdigit():
             t = int(v)
-            out["temps_c"][k[5:]] = t / 1000 if abs(t) > 1000 else float(t)  # m°C on most kernels
+            snap.temps_c[k[5:]] = t / 1000 if abs(t) > 1000 else float(t)  # m°C on most kernels
         else:
-            out[k] = v
-    out["charging"] = out.get("battery.status", "").lower() == "charging" or out.get("usb.online") == "1"
-    return out
+            other[k] = v
+    if "battery.status" in other or "usb.online" in other:
+        snap.charging = other.get("battery.status", "").lower() == "charging" or other.get("usb.online") == "1"
+    snap.info = {"props": props, **other}
+    return snap
 
 
 class RemoteSession(Session):
@@ -78,12 +80,12 @@ class RemoteSession(Session):
         # through a shared tracker each phone must be reachable as itself (its power is sampled here)
         self.rpc_key = f"{opts.key}-{tag}"
         self.device = device
-        self.broken = False
         self.remote = None
         try:
             self._start_server()
             self.remote = self._connect()
-            self.device = f"{device} ({self.snapshot().get('props', {}).get('ro.product.model', 'unknown model')})"
+            model = self.snapshot().info.get("props", {}).get("ro.product.model", "unknown model")
+            self.device = f"{device} ({model})"
         except BaseException:
             self.close()
             raise
@@ -126,11 +128,22 @@ class RemoteSession(Session):
         self.shell.close()
 
     # -- measurement --------------------------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self) -> DeviceSnapshot:
         try:
             return parse_snapshot(self.shell.run(SNAPSHOT.format(root=self.sysfs_root.rstrip("/"))))
         except Exception as exc:
-            return {"error": str(exc)[:200]}
+            return DeviceSnapshot(error=str(exc)[:200])
+
+    def meter_context(self) -> MeterContext:
+        return MeterContext(shell=self.shell, root=self.sysfs_root, workdir=self.workdir)
+
+    def healthy(self) -> bool:
+        """The device answers and its RPC server is still running."""
+        try:
+            self.shell.run(f"kill -0 $(cat {self.workdir}/server.pid)", timeout=10)
+            return True
+        except Exception:
+            return False
 
     def load(self, artifact: Artifact):
         from targets.tvm.vm import VMExecutor
@@ -144,20 +157,6 @@ class RemoteSession(Session):
         rmod = self.remote.load_module(name)
         dev = self.remote.cl(0) if self.device_kind == "opencl" else self.remote.cpu(0)
         return VMExecutor(rmod, dev)
-
-    def run(self, artifact, protocol, meters=()):
-        try:
-            m = super().run(artifact, protocol, meters)
-        except TargetError:
-            raise
-        except Exception as exc:
-            self.broken = True  # the runner reopens the device for the next cell
-            raise TargetError(f"device {self.device} failed during the cell: {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}") from None
-        if m.device.get("before", {}).get("charging") or m.device.get("after", {}).get("charging"):
-            m.energy_note = ("; ".join(filter(None, [m.energy_note, "device charging over USB: battery-current "
-                                                     "energy is under-reported"])))
-        return m
 
 
 def ndk_compiler() -> str | None:

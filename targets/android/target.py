@@ -9,10 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from pruning.variant import Variant
+from bench.api import NotRunnable, Session, Target, Variant
 from targets.android.profiles import CPU_PROFILES, GPU_PROFILES, cpu_target, gpu_target
 from targets.android.remote import DeviceOptions, RemoteSession, ndk_compiler
-from targets.base import NotRunnable, Session, Target
 
 
 class GPUOptions(DeviceOptions):

@@ -14,8 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.power.shell import LocalShell
-from targets.base import TargetError
+from bench.api import LocalShell, TargetError
 
 
 class Transport:

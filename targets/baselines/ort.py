@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.protocol import time_callable
-from pruning.variant import Variant
-from targets.base import Session, Target, TargetError
+from bench.api import Executor, Session, Target, TargetError, Variant, time_callable
 from targets.host_cpu import HostSession
 
 
@@ -21,7 +19,7 @@ class OrtOptions(BaseModel):
     threads: int | None = Field(None, ge=1, description="intra-op threads; default: cores")
 
 
-class OrtExecutor:
+class OrtExecutor(Executor):
     timer = "perf_counter"
 
     def __init__(self, path: Path, threads: int) -> None:

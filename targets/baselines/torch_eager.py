@@ -8,9 +8,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.protocol import time_callable
-from pruning.variant import Variant
-from targets.base import Session, Target
+from bench.api import Executor, Session, Target, Variant, time_callable
 from targets.host_cpu import HostSession
 
 
@@ -20,7 +18,7 @@ class TorchOptions(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's own")
 
 
-class TorchExecutor:
+class TorchExecutor(Executor):
     timer = "perf_counter"
 
     def __init__(self, module: torch.nn.Module) -> None:

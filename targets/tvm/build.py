@@ -14,8 +14,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from pruning.variant import cache_dir
-from targets.base import TargetError
+from bench.api import TargetError, cache_dir
 
 
 def tuning_dir(target: tvm.target.Target) -> Path:

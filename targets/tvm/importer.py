@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import tvm
 
-from pruning.variant import Variant
-from targets.base import TargetError
+from bench.api import TargetError, Variant
 
 
 def to_relax(variant: Variant) -> tvm.IRModule:

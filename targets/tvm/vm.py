@@ -6,8 +6,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from bench.api import Executor
 
-class VMExecutor:
+
+class VMExecutor(Executor):
     timer = "tvm.time_evaluator"
     extra_runs_per_call = 1  # time_evaluator runs the function once more (discarded) before timing
 
