@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
     worst = max(abs(r["loo_error"]) for r in rows)
     worst_inc = max(abs(r["increment_loo_error"]) for r in rows)
     print(f"worst LOO error: {worst:.1%} of board power, {worst_inc:.1%} of the increment above idle")
+    lobo = power.leave_one_board_out(pts)
+    print("leave-one-board-out (all points of a board left out), worst error on board power: "
+          + ", ".join(f"{b} {e:.1%}" for b, e in lobo.items()))
     unscored = []
     for p in pts:
         if p.scored:
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{z['model_gflops']:.2f} GFLOPS ({z['model_ms']:.2f} ms) vs {z['published_gflops']:.2f} measured: "
           f"{z['error']:+.1%}")
     out = {"power_loo_error": worst, "power_increment_loo_error": worst_inc, "points": rows,
+           "leave_one_board_out_error": lobo,
            "unscored": unscored, "coefficients": {"k_pl_w": coeffs.k_pl_w, "p_arm_w": coeffs.p_arm_w,
                                                   "e_ddr_j_per_bit": coeffs.e_ddr_j_per_bit},
            "zhang_fpga15": z}

@@ -241,6 +241,18 @@ def leave_one_out(points: list[PointInputs] | None = None) -> list[LooResult]:
     return out
 
 
+def leave_one_board_out(points: list[PointInputs] | None = None) -> dict[str, float]:
+    """Worst relative error on total power per board when that board's points are all left out of the fit:
+    the harsher test, since points of one design share their resources and board."""
+    pts = [p for p in (points or point_inputs()) if p.scored]
+    board = {p.key: p.key.split("-")[0] for p in pts}
+    out = {}
+    for b in sorted(set(board.values())):
+        c = fit([p for p in pts if board[p.key] != b])
+        out[b] = max(abs(predict(p, c) - p.full_w) / p.full_w for p in pts if board[p.key] == b)
+    return out
+
+
 @lru_cache(maxsize=1)
 def fitted() -> Coefficients:
     """Coefficients fitted to every scored published point (the model's defaults)."""
