@@ -5,7 +5,7 @@ device) and `Session` (load an `Artifact` into an `Executor`); the runner drives
 protocol around them. A meter subclasses `Meter` (start before the idle window, stop after the
 timed window, return a `PowerTrace`). Register either through an entry point (`joulebench.targets`
 or `joulebench.meters`); `docs/plugins.md` walks through a complete example, and
-`check_target(cls)` runs the contract every installed backend passes.
+`bench.contract.check_target(cls)` runs the contract every installed backend passes.
 
 Every figure carries its provenance, one of three kinds (see `provenance`):
   measured:<timer or meter>   read from real hardware by a clock or sensor
@@ -16,27 +16,28 @@ Units are SI unless a name says otherwise: seconds, watts, joules, hertz.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pruning.variant import Variant, cache_dir
 
-if TYPE_CHECKING:  # implementations re-exported lazily by __getattr__ below (they import this module)
-    from bench.power.meter import PolledMeter  # noqa: F401
-    from bench.power.shell import LocalShell  # noqa: F401
-
 __all__ = [
     "API_VERSION", "KINDS", "Artifact", "DeviceSnapshot", "EnergyResult", "Estimate", "Executor", "Figure",
     "LocalShell", "Measurement", "Meter", "MeterContext", "MeterError", "NoOptions", "NotRunnable", "PolledMeter", "PowerTrace", "ProtocolSpec",
-    "Session", "Shell", "Target", "TargetError", "Variant", "Window", "cache_dir", "check_provenance", "check_target",
+    "Session", "Shell", "Target", "TargetError", "Variant", "Window", "cache_dir", "check_provenance", "kind_of",
     "time_callable",
 ]
 
@@ -211,6 +212,34 @@ class Shell(Protocol):
         """Copy a device file to this machine."""
 
 
+class LocalShell:
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen] = []
+
+    def run(self, cmd: str, timeout: float = 30) -> str:
+        r = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"'{cmd}' failed ({r.returncode}): {r.stderr.strip()[:200]}")
+        return r.stdout
+
+    def spawn(self, cmd: str) -> None:
+        # its own process group, so that close() also stops what the command started
+        self._procs.append(subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True))
+
+    def pull(self, remote: str, local: str) -> None:
+        shutil.copyfile(remote, local)
+
+    def close(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
+
+
 @dataclass(frozen=True)
 class MeterContext:
     """What a session offers the meters attached to its cells. A meter receives the fields its
@@ -374,6 +403,50 @@ class Meter(ABC):
         return f"measured:{self.name}"
 
 
+class PolledMeter(Meter):
+    """A meter read on the host by a background thread every `period_s` (sysfs counters, NVML)."""
+
+    clock = "host-monotonic"
+
+    def __init__(self, period_s: float = 0.02) -> None:
+        self.period_s = period_s
+        self._t: list[float] = []
+        self._v: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def read(self):
+        """Current power (W), or raw counter value(s) that `to_trace` turns into joules."""
+
+    def start(self) -> None:
+        self.check()
+        self._t, self._v = [], []
+        self._stop.clear()
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name=f"meter-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        v = self.read()
+        self._t.append(time.monotonic())
+        self._v.append(v)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self._sample()
+
+    def stop(self) -> PowerTrace:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        return self.to_trace(np.array(self._t), np.array(self._v))
+
+    def to_trace(self, t: np.ndarray, v: np.ndarray) -> PowerTrace:
+        return PowerTrace(self.name, t, watts=v) if self.unit == "W" else PowerTrace(self.name, t, joules=v)
+
+
 # ---------------------------------------------------------------------------------------------------- backends
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -461,27 +534,3 @@ class Target(ABC):
     @abstractmethod
     def open(self, device: str | None, options: BaseModel) -> Session:
         """A session on `device` (None: the target's default); raise NotRunnable if it cannot run here."""
-
-
-def check_target(cls: type[Target], *, run: bool = True) -> list[str]:
-    """The contract every backend meets; raises AssertionError naming the first breach.
-
-    Declarations are checked always; with `run`, a seeded small CNN is compiled, and where the target
-    runs here, loaded, verified and measured once under a minimal protocol. Returns notes on what
-    could not be exercised here (e.g. 'compile only')."""
-    from bench.contract import check  # the heavy part imports the runner's protocol
-
-    return check(cls, run=run)
-
-
-def __getattr__(name: str):
-    # implementations offered to plugins, imported on first use (they import this module)
-    if name == "LocalShell":
-        from bench.power.shell import LocalShell
-
-        return LocalShell
-    if name == "PolledMeter":
-        from bench.power.meter import PolledMeter
-
-        return PolledMeter
-    raise AttributeError(name)

@@ -31,8 +31,9 @@ def _cache(tmp_path_factory) -> Path:
     return d
 
 
-def run_cli(*args: str, check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+def run_cli(*args: str, check: bool = False, timeout: int = 600, path: list[Path] = ()) -> subprocess.CompletedProcess:
+    """The installed `joulebench` script; `path`: extra import roots (e.g. a plugin installed with --target)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [ROOT, *path])), "COLUMNS": "200"}
     r = subprocess.run([str(JOULEBENCH), *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT,
                        timeout=timeout)
     if check and r.returncode != 0:

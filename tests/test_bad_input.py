@@ -25,6 +25,14 @@ from tests.conftest import JOULEBENCH, ROOT, run_cli, write_campaign
     ('[[models]]\nname = "smallcnn-digits"\n', "targets: Field required"),
     ('[[models]]\nname = "smallcnn-digits"\npath = "x.onnx"\n[[targets]]\nname = "host-cpu"\n', "exactly one of"),
     ('[[models]\nname = "x"\n', "malformed TOML"),
+    # checked before anything runs: a missing model file, unknown meters, bad meter options
+    ('[[models]]\npath = "nowhere.onnx"\n[[targets]]\nname = "host-cpu"\n', "models[0].path: file not found"),
+    ('[[models]]\nname = "smallcnn-digits"\ncheckpoint = "nope.pt"\n[[targets]]\nname = "host-cpu"\n',
+     "models[0].checkpoint: file not found"),
+    ('[[models]]\nname = "smallcnn-digits"\n[[targets]]\nname = "host-cpu"\nmeters = ["rapll"]\n',
+     "targets[0].meters[0]: unknown meter 'rapll'"),
+    ('[[models]]\nname = "smallcnn-digits"\n[[targets]]\nname = "host-cpu"\nmeters = [{name = "rapl", volts = 3}]\n',
+     "targets[0].meters[0]: meter rapl: unknown option 'volts'"),
 ])
 def test_invalid_campaigns_name_file_and_key(tmp_path, body, expected):
     f = write_campaign(tmp_path / "bad.toml", body)

@@ -11,11 +11,9 @@ import pandas as pd
 import pytest
 
 from bench import power
-from bench.api import DeviceSnapshot
+from bench.api import DeviceSnapshot, LocalShell, MeterError
 from bench.power.android import AndroidBatteryMeter, calibrate, parse_sampler_output, to_watts
 from bench.power.files import ExternalCsvMeter, PynqRailsMeter
-from bench.power.meter import MeterError
-from bench.power.shell import LocalShell
 from bench.power.sysfs import HwmonMeter, RaplMeter
 from bench.power.trace import PowerTrace, Window, energy_per_inference, unwrap_counter
 from bench.protocol import ProtocolSpec, throttled

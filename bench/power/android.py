@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.power.meter import Meter, MeterError
-from bench.power.shell import LocalShell, Shell
+from bench.api import LocalShell, Meter, MeterError, Shell
 from bench.power.trace import PowerTrace
 
 SAMPLER = (

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.power.meter import Meter, MeterError
+from bench.api import Meter, MeterError
 from bench.power.trace import PowerTrace
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.power.meter import MeterError, PolledMeter
+from bench.api import MeterError, PolledMeter
 
 
 def _pynvml():

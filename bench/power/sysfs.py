@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.power.meter import MeterError, PolledMeter
+from bench.api import MeterError, PolledMeter
 from bench.power.trace import PowerTrace, unwrap_counter
 
 
