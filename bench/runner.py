@@ -24,7 +24,7 @@ from bench import host, power
 from bench.api import Artifact, Measurement, MeterError, NotRunnable, Session, Target, TargetError, Variant, cache_dir
 from bench.campaign import Campaign, Cell
 from bench.protocol import measure, throttled
-from bench.rows import dumps_inputs
+from bench.rows import SCHEMA, dumps_inputs
 from bench.stats import summarize
 from bench.store import RunStore, write_atomic
 from pruning.compress import make_variant
@@ -215,6 +215,7 @@ class Runner:
             # the compiled-MAC figure, where a backend reports one, replaces the variant's own
             if "macs_effective" in artifact.manifest:
                 row["macs_effective"] = artifact.manifest["macs_effective"]
+            row.update({k: v for k, v in (artifact.manifest.get("row") or {}).items() if k in SCHEMA})
             if prepare_only:
                 return row, samples, extra
             skey = f"{cell.target.model_dump_json()}@{device}"
@@ -324,6 +325,7 @@ def _estimate_columns(m: Measurement, macs: int | None) -> dict:
                     gops_per_w=2 * macs * 1e-9 / e.value if macs and e.value > 0 else None)
         if est.idle_power_w is not None:
             cols.update(idle_power_w=est.idle_power_w, energy_mj_per_inf=total_mj - est.idle_power_w * lat.value * 1e3)
+    cols.update({k: f.value for k, f in est.details.items() if k in SCHEMA})  # e.g. simulated cycles
     cols["model_inputs"] = dumps_inputs(inputs)
     return cols
 
