@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -104,20 +105,23 @@ def efficiency_plot(run_dir: str | Path) -> list[Path]:
     long = data.melt(id_vars=["model", "variant", "target_kind", "kind"], value_vars=["inf_per_j", "gops_per_w"],
                      var_name="metric", value_name="value")
     long["metric"] = long["metric"].map({"inf_per_j": "inferences / J (= FPS/W)", "gops_per_w": "GOPS / W"})
+    variants = list(dict.fromkeys(data["variant"]))
+    palette = dict(zip(variants, sns.color_palette(n_colors=len(variants)), strict=True))
+    order = list(dict.fromkeys(data["target_kind"]))
     g = sns.catplot(data=long, kind="bar", x="target_kind", y="value", hue="variant", row="metric", col="model",
-                    sharey=False, height=3.5, aspect=1.3)
+                    order=order, hue_order=variants, palette=palette, saturation=1, sharey=False, height=3.5, aspect=1.3)
     g.set_titles("{row_name} | {col_name}")
     g.set_axis_labels("target", "per joule of total energy")
     kinds = {(r.model, r.variant, r.target_kind): r.kind for r in data.itertuples()}
     for (_metric, model), ax in g.axes_dict.items():
-        order = [t.get_text() for t in ax.get_xticklabels()]
-        for container in ax.containers:
-            for bar in container:
-                xi = round(bar.get_x() + bar.get_width() / 2)
-                kind = kinds.get((model, container.get_label(), order[xi] if 0 <= xi < len(order) else None))
-                if kind:
-                    bar.set_hatch(HATCH[kind])
-                    bar.set_edgecolor("black")
+        for bar in ax.patches:
+            # the bar's variant by its colour (seaborn's containers are unlabelled), its target by position
+            variant = next((v for v, c in palette.items() if np.allclose(bar.get_facecolor()[:3], c, atol=1e-3)), None)
+            xi = round(bar.get_x() + bar.get_width() / 2)
+            kind = kinds.get((model, variant, order[xi] if 0 <= xi < len(order) else None))
+            if kind:
+                bar.set_hatch(HATCH[kind])
+                bar.set_edgecolor("black")
         ax.tick_params(axis="x", rotation=20)
     present = sorted(set(data["kind"]), key=list(HATCH).index)
     g.figure.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=HATCH[k], label=k) for k in present],

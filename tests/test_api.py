@@ -311,7 +311,7 @@ def test_report_and_plots_keep_the_kinds_apart(modeled_run):
     lat = (modeled_run / "plots" / "latency.svg").read_text()
     assert "modeled: one deterministic figure" in lat and "measured: box of samples" in lat
     eff = (modeled_run / "plots" / "efficiency.svg").read_text()
-    assert "figure kind" in eff and "[modeled]" in eff
+    assert "figure kind" in eff and "[modeled]" in eff and "<pattern" in eff  # hatched bars
 
 
 def test_results_are_versioned_and_old_formats_read(modeled_run, tmp_path):

@@ -55,13 +55,14 @@ def test_cli_reports_one_line_without_traceback(tmp_path):
 
 
 def test_failing_cells_are_recorded_and_good_ones_kept(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"not a state_dict")  # exists (so the campaign is valid), fails to load
     body = f"""
 [[models]]
 name = "smallcnn-digits"
 
 [[models]]
 name = "smallcnn-digits"
-checkpoint = "{tmp_path / 'missing.pt'}"
+checkpoint = "{tmp_path / 'broken.pt'}"
 
 [[targets]]
 name = "torch-eager"
@@ -76,7 +77,7 @@ name = "tests.plugins.faulty:PerturbedHostCPU"
     assert len(df) == 4
     good = df[(df["target"] == "torch-eager") & (df["status"] == "ok")]
     assert len(good) == 1 and good["verified"].all() and (good["latency_ms_p50"] > 0).all()
-    missing = df[df["message"].fillna("").str.contains("checkpoint not found")]
+    missing = df[df["message"].fillna("").str.contains("is not a loadable state_dict")]
     assert len(missing) == 2 and (missing["status"] == "failed").all()
     wrong = df[(df["target"] == "tests.plugins.faulty:PerturbedHostCPU") & ~df.index.isin(missing.index)]
     assert len(wrong) == 1

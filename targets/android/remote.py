@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.api import Artifact, DeviceSnapshot, MeterContext, NotRunnable, Session, TargetError
+from bench.api import Artifact, DeviceSnapshot, Executor, MeterContext, NotRunnable, Session, TargetError
 from targets.android.transport import Transport, connect
 
 SNAPSHOT = r"""
@@ -81,6 +82,7 @@ class RemoteSession(Session):
         self.rpc_key = f"{opts.key}-{tag}"
         self.device = device
         self.remote = None
+        self.failed = False  # a remote call failed: the device is reopened for the next cell
         try:
             self._start_server()
             self.remote = self._connect()
@@ -138,10 +140,14 @@ class RemoteSession(Session):
         return MeterContext(shell=self.shell, root=self.sysfs_root, workdir=self.workdir)
 
     def healthy(self) -> bool:
-        """The device answers and its RPC server is still running."""
+        """The device answers its shell, its RPC server process is alive (a killed one lingers as a zombie,
+        which `kill -0` still finds: read its state), and the RPC session answers a query."""
+        if self.remote is None or self.failed:
+            return False
         try:
-            self.shell.run(f"kill -0 $(cat {self.workdir}/server.pid)", timeout=10)
-            return True
+            self.shell.run(f"p=$(cat {self.workdir}/server.pid) && test -e /proc/$p/status && "
+                           "! grep -q '^State:[[:space:]]*Z' /proc/$p/status", timeout=10)
+            return bool(self.remote.cpu(0).exist)
         except Exception:
             return False
 
@@ -153,10 +159,38 @@ class RemoteSession(Session):
             raise NotRunnable("compiled, not run: the artifact has no loadable library (no NDK at compile time: "
                               "set TVM_NDK_CC or ANDROID_NDK_HOME)")
         name = f"{artifact.manifest.get('key', 'model')}.so"
-        self.remote.upload(str(lib), name)
-        rmod = self.remote.load_module(name)
-        dev = self.remote.cl(0) if self.device_kind == "opencl" else self.remote.cpu(0)
-        return VMExecutor(rmod, dev)
+        with self._watch():
+            self.remote.upload(str(lib), name)
+            rmod = self.remote.load_module(name)
+            dev = self.remote.cl(0) if self.device_kind == "opencl" else self.remote.cpu(0)
+            return _Watched(VMExecutor(rmod, dev), self)
+
+    @contextmanager
+    def _watch(self):
+        """Any failure of a remote call marks the session failed: the runner then reopens the device."""
+        try:
+            yield
+        except Exception:
+            self.failed = True
+            raise
+
+
+class _Watched(Executor):
+    """The remote VM executor, watched by its session."""
+
+    timer = "tvm.time_evaluator"
+
+    def __init__(self, inner, session: RemoteSession) -> None:
+        self.inner, self.session = inner, session
+        self.extra_runs_per_call = inner.extra_runs_per_call
+
+    def infer(self, x):
+        with self.session._watch():
+            return self.inner.infer(x)
+
+    def time_runs(self, n: int) -> list[float]:
+        with self.session._watch():
+            return self.inner.time_runs(n)
 
 
 def ndk_compiler() -> str | None:

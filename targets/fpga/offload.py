@@ -92,7 +92,7 @@ def _torch_layers(variant) -> dict[bytes, tuple[str, object]]:
     return {_weight_key(m.weight.detach().numpy()): (n, m) for n, m in weighted_layers(variant.module)}
 
 
-def calibrate_outputs(variant, modules: list[object], samples: int = 8) -> dict[int, tuple[float, float]]:
+def calibrate_outputs(variant, modules: list[object], samples: int = 4) -> dict[int, tuple[float, float]]:
     """(min, max) of each module's output after its batch-norm, when one directly follows (found by tensor
     identity: the BN's input is the conv's output), over the example input and seeded N(0,1) inputs."""
     import torch
