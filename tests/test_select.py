@@ -139,42 +139,69 @@ def test_bad_params_one_line(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------------- bandits
 def test_linucb_step_by_hand() -> None:
-    lin = B.LinUCB(n_arms=2, dim=2, alpha=1.0, ridge=1.0)
+    lin = B.HybridLinUCB(n_devices=1, n_arms=2, dim=2, alpha=1.0, ridge=1.0, offset_ridge=1.0)
     lin.update(0, 0, np.array([1.0, 2.0]), 1.0)
-    # A0 = I + x x^T = [[2, 2], [2, 5]], b0 = [1, 2]; A0^-1 = [[5, -2], [-2, 2]] / 6; theta0 = [1/6, 1/3]
-    assert lin.A[0] == pytest.approx(np.array([[2.0, 2.0], [2.0, 5.0]]))
-    assert lin.b[0] == pytest.approx(np.array([1.0, 2.0]))
-    assert lin.A_inv[0] == pytest.approx(np.array([[5 / 6, -1 / 3], [-1 / 3, 1 / 3]]))
-    assert lin.theta[0] == pytest.approx(np.array([1 / 6, 1 / 3]))
-    assert lin.A[1] == pytest.approx(np.eye(2)) and lin.theta[1] == pytest.approx(np.zeros(2))
-    X = np.array([[1.0, 0.0], [0.0, 1.0]])
-    # arm 0: 1/6 + sqrt(5/6) = 1.079537; arm 1: 0 + sqrt(1) = 1
-    assert lin.ucb(X) == pytest.approx(np.array([1 / 6 + math.sqrt(5 / 6), 1.0]))
-    assert lin.choose(0, X) == 0
-    lin.alpha = 0.1  # 1/6 + 0.0913 = 0.2580 vs 0.1
-    assert lin.ucb(X) == pytest.approx(np.array([1 / 6 + 0.1 * math.sqrt(5 / 6), 0.1]))
-    # a second update of arm 0: Sherman-Morrison keeps A^-1 equal to the inverse
-    lin.update(0, 0, np.array([0.5, -1.0]), -0.5)
-    assert lin.A[0] == pytest.approx(np.array([[2.25, 1.5], [1.5, 6.0]]))
-    assert lin.b[0] == pytest.approx(np.array([0.75, 2.5]))
-    assert lin.A_inv[0] == pytest.approx(np.linalg.inv(lin.A[0]))
-    assert lin.theta[0] == pytest.approx(np.linalg.solve(lin.A[0], lin.b[0]))
+    # Algorithm 2 of Li et al. with x = [1]: A_a = 1 + 1 = 2, B_a = z = [1, 2], b_a = 1;
+    # A0 = I + z z^T - B^T B / 2 = [[1.5, 1], [1, 3]], b0 = r z - B^T b / 2 = [0.5, 1]
+    assert lin.A0 == pytest.approx(np.array([[1.5, 1.0], [1.0, 3.0]]))
+    assert lin.b0 == pytest.approx(np.array([0.5, 1.0]))
+    assert (lin.a[0, 0], lin.b[0, 0]) == (2.0, 1.0) and lin.B[0, 0] == pytest.approx(np.array([1.0, 2.0]))
+    # A0^-1 = [[3, -1], [-1, 1.5]] / 3.5; beta = A0^-1 b0 = [1/7, 2/7]; offset_0 = (1 - B beta) / 2 = 1/7
+    assert lin.A0_inv == pytest.approx(np.array([[6 / 7, -2 / 7], [-2 / 7, 3 / 7]]))
+    assert lin.beta == pytest.approx(np.array([1 / 7, 2 / 7]))
+    assert lin.offsets(0) == pytest.approx(np.array([1 / 7, 0.0]))
+    Z = np.array([[0.0, 1.0], [1.0, 0.0]])
+    # arm 0, z = [0, 1]: mean 2/7 + 1/7; s = 3/7 - 2 (4/7) / 2 + 1/2 + (10/7) / 4 = 5/7
+    # arm 1 (never played), z = [1, 0]: mean 1/7; s = 6/7 + 1 = 13/7
+    assert lin.mean(0, Z) == pytest.approx(np.array([3 / 7, 1 / 7]))
+    assert lin.variance(0, Z) == pytest.approx(np.array([5 / 7, 13 / 7]))
+    assert lin.ucb(0, Z) == pytest.approx(np.array([3 / 7 + math.sqrt(5 / 7), 1 / 7 + math.sqrt(13 / 7)]))
+    assert lin.choose(0, Z) == 1  # 1.5056 > 1.2737: the untried arm's width wins
+    lin.alpha = 0.1  # 0.5131 > 0.2791: the better mean wins
+    assert lin.choose(0, Z) == 0
 
 
-def test_thompson_and_egreedy_share_the_ridge_estimate() -> None:
-    ts = B.LinTS(2, 2, v=0.0)
-    eg = B.EpsGreedy(2, 2, epsilon=0.0)
+def test_hybrid_linucb_is_the_joint_ridge_regression() -> None:
+    """After any updates, beta, the offsets and s equal those of one ridge regression on [z, onehot(device, arm)]
+    with penalties ridge (beta) and offset_ridge (offsets): the algorithm only reorganizes that solve."""
+    rng = np.random.default_rng(7)
+    n_dev, n_arm, k = 2, 3, 3
+    lin = B.HybridLinUCB(n_dev, n_arm, k, alpha=1.0, ridge=0.5, offset_ridge=2.0)
+    rows, rewards = [], []
+    for _ in range(25):
+        d, a, z, r = int(rng.integers(n_dev)), int(rng.integers(n_arm)), rng.normal(size=k), float(rng.normal())
+        lin.update(d, a, z, r)
+        rows.append(np.concatenate([z, np.eye(n_dev * n_arm)[d * n_arm + a]]))
+        rewards.append(r)
+    phi = np.array(rows)
+    M = np.diag([0.5] * k + [2.0] * (n_dev * n_arm)) + phi.T @ phi
+    w = np.linalg.solve(M, phi.T @ np.array(rewards))
+    assert lin.beta == pytest.approx(w[:k])
+    for d in range(n_dev):
+        assert lin.offsets(d) == pytest.approx(w[k + d * n_arm: k + (d + 1) * n_arm])
+        Z = rng.normal(size=(n_arm, k))
+        joint = np.hstack([Z, np.eye(n_dev * n_arm)[d * n_arm: (d + 1) * n_arm]])
+        assert lin.mean(d, Z) == pytest.approx(joint @ w)
+        assert lin.variance(d, Z) == pytest.approx(np.einsum("ki,ij,kj->k", joint, np.linalg.inv(M), joint))
+
+
+def test_thompson_and_egreedy_share_the_hybrid_model() -> None:
+    ts = B.HybridTS(1, 2, 2, v=0.0, offset_ridge=1.0)
+    eg = B.HybridEpsGreedy(1, 2, 2, epsilon=0.0, offset_ridge=1.0)
+    Z = np.array([[0.0, 1.0], [1.0, 0.0]])
     for pol in (ts, eg):
         pol.update(0, 0, np.array([1.0, 2.0]), 1.0)
-        assert pol.theta[0] == pytest.approx(np.array([1 / 6, 1 / 3]))
-        # v = 0 / epsilon = 0: the greedy arm, 1/6 > 0
-        assert pol.choose(0, np.array([[1.0, 0.0], [0.0, 1.0]])) == 0
+        assert pol.beta == pytest.approx(np.array([1 / 7, 2 / 7]))
+        assert pol.choose(0, Z) == 0  # v = 0 / epsilon = 0: the greedy arm (3/7 > 1/7)
+    always = B.HybridEpsGreedy(1, 2, 2, epsilon=1.0, seed=0)
+    picks = [always.choose(0, Z) for _ in range(200)]
+    assert 70 < sum(picks) < 130  # epsilon = 1: uniform
 
 
 def test_neuralucb_gradients_match_torch() -> None:
     import torch
 
-    nn = B.NeuralUCB(n_arms=3, dim=2, hidden=8, seed=1)
+    nn = B.NeuralUCB(n_arms=3, dim=5, hidden=8, seed=1)
     z = np.array([[0.3, -1.2, 1.0, 0.0, 0.0], [2.0, 0.5, 0.0, 0.0, 1.0]])
     f, g = nn.forward_and_grads(z)
     for i in range(2):

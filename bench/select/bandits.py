@@ -1,17 +1,23 @@
 """Contextual bandit policies over the variants (arms) of a run.
 
-Every round a device arrives; a policy sees one context vector per arm, x_{t,a} (features of the device, its user
+Every round a device arrives; a policy sees one context vector per arm, z_{t,a} (features of the device, its user
 and the variant on it: `simulate.features`), picks an arm, and observes the noisy QoE of that arm only.
 
-- `LinUCB`: disjoint LinUCB, Li, Chu, Langford, Schapire, "A Contextual-Bandit Approach to Personalized News
-  Article Recommendation", WWW 2010, Algorithm 1: per arm A_a = lambda*I + sum x x^T, b_a = sum r x,
-  theta_a = A_a^-1 b_a, pick argmax theta_a^T x + alpha * sqrt(x^T A_a^-1 x).
-- `LinTS`: linear Thompson sampling, Agrawal & Goyal, ICML 2013: theta_a ~ N(theta_a_hat, v^2 A_a^-1).
-- `EpsGreedy`: the same ridge estimates, a uniformly random arm with probability epsilon.
-- `NeuralUCB`: Zhou, Li, Gu, "Neural Contextual Bandits with UCB-based Exploration", ICML 2020, with the diagonal
-  approximation of Z their experiments use: one small MLP f(x, onehot(a)) for all arms, trained every
-  `train_every` rounds; U_a = f + nu * sqrt(sum_i g_i^2 / Z_i), g = grad_theta f, Z = lambda + sum of chosen g^2.
-- `RandomPolicy`, `FixedPolicy` (one arm per device: the common model, the oracle, the catalog-model prior).
+The linear policies share one model, hybrid LinUCB's (Li, Chu, Langford, Schapire, "A Contextual-Bandit Approach
+to Personalized News Article Recommendation", WWW 2010, Algorithm 2): reward = z^T beta + theta_{d,a}, a theta
+shared by every device and arm plus, per (device, arm), an offset learned from that device's own feedback
+(x_{t,a} = [1] in the paper's notation). Ridge priors: beta ~ ridge * I, each offset ~ offset_ridge. They differ
+only in how they explore:
+- `HybridLinUCB` ("linucb"): argmax of the mean + alpha * sqrt(s), s the paper's variance term;
+- `HybridTS` ("thompson"): linear Thompson sampling (Agrawal & Goyal, ICML 2013) on the same posterior:
+  beta ~ N(beta_hat, v^2 A0^-1), then offset_{d,a} | beta ~ N((b_a - B_a beta) / A_a, v^2 / A_a), exact
+  because A0 is the Schur complement the algorithm maintains (beta's marginal precision);
+- `HybridEpsGreedy` ("egreedy"): the mean, or a uniformly random arm with probability epsilon.
+`NeuralUCB` ("neuralucb"): Zhou, Li, Gu, "Neural Contextual Bandits with UCB-based Exploration", ICML 2020, with
+the diagonal approximation of Z of their experiments: one small MLP f(z) for all arms, trained every
+`train_every` rounds (less often as data grows); U_a = f + nu * sqrt(sum_i g_i^2 / Z_i), g = grad_theta f,
+Z = lambda + sum of the chosen arms' g^2. `RandomPolicy`, `FixedPolicy` (one arm per device decided beforehand:
+the common model, the oracle, the device model's prior).
 """
 
 from __future__ import annotations
@@ -19,83 +25,96 @@ from __future__ import annotations
 import numpy as np
 
 
-class LinUCB:
-    """Disjoint LinUCB: one ridge regression per arm; A^-1 kept up to date by Sherman-Morrison."""
+class HybridLinUCB:
+    """Hybrid LinUCB with a scalar arm-specific part: every per-(device, arm) matrix of Algorithm 2 is a number, so
+    an update costs one k x k inverse of the shared system (k = context dimension)."""
 
     name = "linucb"
 
-    def __init__(self, n_arms: int, dim: int, alpha: float = 0.5, ridge: float = 1.0) -> None:
-        if alpha < 0 or ridge <= 0:
-            raise ValueError(f"alpha must be >= 0 and ridge > 0, got alpha={alpha}, ridge={ridge}")
-        self.alpha, self.ridge = alpha, ridge
-        self.A = np.repeat(ridge * np.eye(dim)[None], n_arms, axis=0)
-        self.A_inv = np.repeat(np.eye(dim)[None] / ridge, n_arms, axis=0)
-        self.b = np.zeros((n_arms, dim))
+    def __init__(self, n_devices: int, n_arms: int, dim: int, alpha: float = 0.5, ridge: float = 1.0,
+                 offset_ridge: float = 4.0) -> None:
+        if alpha < 0 or ridge <= 0 or offset_ridge <= 0:
+            raise ValueError(f"alpha must be >= 0, ridge and offset_ridge > 0; got {alpha}, {ridge}, {offset_ridge}")
+        self.alpha = alpha
+        self.A0 = ridge * np.eye(dim)
+        self.A0_inv = np.eye(dim) / ridge
+        self.b0 = np.zeros(dim)
+        self.a = np.full((n_devices, n_arms), float(offset_ridge))  # A_a (1 x 1)
+        self.B = np.zeros((n_devices, n_arms, dim))  # B_a (1 x k)
+        self.b = np.zeros((n_devices, n_arms))  # b_a (1)
 
     @property
-    def theta(self) -> np.ndarray:
-        """(arms, dim): the ridge estimates A_a^-1 b_a."""
-        return np.einsum("kij,kj->ki", self.A_inv, self.b)
+    def beta(self) -> np.ndarray:
+        """The shared estimate A0^-1 b0."""
+        return self.A0_inv @ self.b0
 
-    def mean(self, X: np.ndarray) -> np.ndarray:
-        return np.einsum("ki,ki->k", self.theta, X)
+    def offsets(self, device: int, beta: np.ndarray | None = None) -> np.ndarray:
+        """theta_{d,a} = A_a^-1 (b_a - B_a beta) for every arm of the device."""
+        beta = self.beta if beta is None else beta
+        return (self.b[device] - self.B[device] @ beta) / self.a[device]
 
-    def width(self, X: np.ndarray) -> np.ndarray:
-        """sqrt(x_a^T A_a^-1 x_a) per arm."""
-        return np.sqrt(np.maximum(np.einsum("ki,kij,kj->k", X, self.A_inv, X), 0.0))
+    def mean(self, device: int, Z: np.ndarray) -> np.ndarray:
+        return Z @ self.beta + self.offsets(device)
 
-    def ucb(self, X: np.ndarray) -> np.ndarray:
-        return self.mean(X) + self.alpha * self.width(X)
+    def variance(self, device: int, Z: np.ndarray) -> np.ndarray:
+        """s_{t,a} of Algorithm 2 with x = [1]."""
+        ai, a, B = self.A0_inv, self.a[device], self.B[device]
+        zA = Z @ ai
+        s = (np.einsum("ki,ki->k", zA, Z) - 2 * np.einsum("ki,ki->k", zA, B) / a + 1 / a
+             + np.einsum("ki,ki->k", B @ ai, B) / a ** 2)
+        return np.maximum(s, 0.0)
 
-    def choose(self, device: int, X: np.ndarray) -> int:
-        return int(np.argmax(self.ucb(X)))  # ties: the lowest arm index, so runs are reproducible
+    def ucb(self, device: int, Z: np.ndarray) -> np.ndarray:
+        return self.mean(device, Z) + self.alpha * np.sqrt(self.variance(device, Z))
 
-    def update(self, device: int, arm: int, x: np.ndarray, reward: float) -> None:
-        self.A[arm] += np.outer(x, x)
-        self.b[arm] += reward * x
-        ai = self.A_inv[arm]
-        u = ai @ x
-        self.A_inv[arm] = ai - np.outer(u, u) / (1.0 + x @ u)
+    def choose(self, device: int, Z: np.ndarray) -> int:
+        return int(np.argmax(self.ucb(device, Z)))  # ties: the lowest arm index, so runs are reproducible
+
+    def update(self, device: int, arm: int, z: np.ndarray, reward: float) -> None:
+        a, B, b = self.a[device, arm], self.B[device, arm], self.b[device, arm]
+        self.A0 += np.outer(B, B) / a
+        self.b0 += B * b / a
+        a, B, b = a + 1.0, B + z, b + reward
+        self.A0 += np.outer(z, z) - np.outer(B, B) / a
+        self.b0 += reward * z - B * b / a
+        self.a[device, arm], self.B[device, arm], self.b[device, arm] = a, B, b
+        self.A0_inv = np.linalg.inv(self.A0)
 
 
-class EpsGreedy(LinUCB):
-    """Ridge estimates per arm; explore a uniformly random arm with probability epsilon."""
+class HybridTS(HybridLinUCB):
+    """Thompson sampling on the hybrid model's posterior, scaled by v."""
+
+    name = "thompson"
+
+    def __init__(self, n_devices: int, n_arms: int, dim: int, v: float = 0.25, seed: int = 0, **kw) -> None:
+        super().__init__(n_devices, n_arms, dim, alpha=0.0, **kw)
+        self.v = v
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, device: int, Z: np.ndarray) -> int:
+        chol = np.linalg.cholesky(0.5 * (self.A0_inv + self.A0_inv.T))  # symmetric against rounding
+        beta = self.beta + self.v * chol @ self.rng.standard_normal(len(self.b0))
+        a = self.a[device]
+        offsets = self.offsets(device, beta) + self.v * self.rng.standard_normal(len(a)) / np.sqrt(a)
+        return int(np.argmax(Z @ beta + offsets))
+
+
+class HybridEpsGreedy(HybridLinUCB):
+    """The hybrid model's mean; a uniformly random arm with probability epsilon."""
 
     name = "egreedy"
 
-    def __init__(self, n_arms: int, dim: int, epsilon: float = 0.05, ridge: float = 1.0, seed: int = 0) -> None:
-        super().__init__(n_arms, dim, alpha=0.0, ridge=ridge)
+    def __init__(self, n_devices: int, n_arms: int, dim: int, epsilon: float = 0.05, seed: int = 0, **kw) -> None:
+        super().__init__(n_devices, n_arms, dim, alpha=0.0, **kw)
         if not 0 <= epsilon <= 1:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
         self.epsilon = epsilon
         self.rng = np.random.default_rng(seed)
 
-    def choose(self, device: int, X: np.ndarray) -> int:
+    def choose(self, device: int, Z: np.ndarray) -> int:
         if self.rng.random() < self.epsilon:
-            return int(self.rng.integers(len(X)))
-        return int(np.argmax(self.mean(X)))
-
-
-class LinTS(LinUCB):
-    """Linear Thompson sampling: a sample of each arm's posterior, v^2 A_a^-1 around the ridge estimate."""
-
-    name = "thompson"
-
-    def __init__(self, n_arms: int, dim: int, v: float = 0.25, ridge: float = 1.0, seed: int = 0) -> None:
-        super().__init__(n_arms, dim, alpha=0.0, ridge=ridge)
-        self.v = v
-        self.rng = np.random.default_rng(seed)
-        self._chol = np.linalg.cholesky(self.A_inv)
-
-    def choose(self, device: int, X: np.ndarray) -> int:
-        z = self.rng.standard_normal(self.b.shape)
-        sample = self.theta + self.v * np.einsum("kij,kj->ki", self._chol, z)
-        return int(np.argmax(np.einsum("ki,ki->k", sample, X)))
-
-    def update(self, device: int, arm: int, x: np.ndarray, reward: float) -> None:
-        super().update(device, arm, x, reward)
-        a_inv = 0.5 * (self.A_inv[arm] + self.A_inv[arm].T)  # keep it symmetric against rounding
-        self._chol[arm] = np.linalg.cholesky(a_inv + 1e-12 * np.eye(len(x)))
+            return int(self.rng.integers(len(Z)))
+        return int(np.argmax(self.mean(device, Z)))
 
 
 class RandomPolicy:
@@ -127,7 +146,8 @@ class FixedPolicy:
 
 
 class NeuralUCB:
-    """NeuralUCB with a one-hidden-layer ReLU MLP on [x, onehot(arm)] and a diagonal Z.
+    """NeuralUCB with a one-hidden-layer ReLU MLP on the context z_{t,a} (which carries the arm's one-hot) and a
+    diagonal Z. One model for every device: unlike the hybrid linear policies it has no per-device part.
 
     The forward pass and the per-arm gradients (closed form for this net) run in numpy each round; torch trains
     the weights by Adam on every observation so far, every `train_every` rounds, warm-started."""
@@ -142,7 +162,7 @@ class NeuralUCB:
         self.n_arms, self.dim, self.nu = n_arms, dim, nu
         self.train_every, self.steps, self.batch = train_every, steps, batch
         gen = torch.Generator().manual_seed(seed)
-        self.net = torch.nn.Sequential(torch.nn.Linear(dim + n_arms, hidden), torch.nn.ReLU(),
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(),
                                        torch.nn.Linear(hidden, 1))
         with torch.no_grad():
             for p in self.net.parameters():  # seeded init, independent of torch's global RNG
@@ -151,7 +171,7 @@ class NeuralUCB:
         self.gen = gen
         self._sync()
         self.Z = np.full(self._n_params(), ridge)
-        self.inputs = np.zeros((1024, dim + n_arms), dtype=np.float32)  # grown by doubling
+        self.inputs = np.zeros((1024, dim), dtype=np.float32)  # grown by doubling
         self.rewards = np.zeros(1024, dtype=np.float32)
         self.n = 0
 
@@ -161,9 +181,6 @@ class NeuralUCB:
     def _sync(self) -> None:
         w1, b1, w2, b2 = (p.detach().numpy().astype(np.float64) for p in self.net.parameters())
         self.w1, self.b1, self.w2, self.b2 = w1, b1, w2[0], float(b2[0])
-
-    def _inputs(self, X: np.ndarray) -> np.ndarray:
-        return np.hstack([X, np.eye(self.n_arms)[: len(X)]])
 
     def forward_and_grads(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """f(z) and d f / d(w1, b1, w2, b2) per row of Z, flattened in the net's parameter order."""
@@ -176,7 +193,7 @@ class NeuralUCB:
         return f, grads
 
     def ucb(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f, g = self.forward_and_grads(self._inputs(X))
+        f, g = self.forward_and_grads(X)
         return f + self.nu * np.sqrt((g * g / self.Z).sum(axis=1)), g
 
     def choose(self, device: int, X: np.ndarray) -> int:
@@ -184,7 +201,7 @@ class NeuralUCB:
         return int(np.argmax(u))
 
     def update(self, device: int, arm: int, x: np.ndarray, reward: float) -> None:
-        z = np.concatenate([x, np.eye(self.n_arms)[arm]])
+        z = x
         _, g = self.forward_and_grads(z[None])
         self.Z += g[0] ** 2
         if self.n == len(self.rewards):
@@ -221,15 +238,16 @@ class NeuralUCB:
 LEARNERS = ("linucb", "neuralucb", "thompson", "egreedy")
 
 
-def make(name: str, n_arms: int, dim: int, *, seed: int = 0, alpha: float = 0.5):
+def make(name: str, n_devices: int, n_arms: int, dim: int, *, seed: int = 0, alpha: float = 0.5,
+         offset_ridge: float = 4.0):
     """A learning policy by name (the `--algo` values); `alpha` scales the exploration of every learner: LinUCB's
     alpha, Thompson's posterior scale v = alpha / 2, NeuralUCB's nu = alpha / 10."""
     if name == "linucb":
-        return LinUCB(n_arms, dim, alpha=alpha)
+        return HybridLinUCB(n_devices, n_arms, dim, alpha=alpha, offset_ridge=offset_ridge)
     if name == "thompson":
-        return LinTS(n_arms, dim, v=alpha / 2, seed=seed)
+        return HybridTS(n_devices, n_arms, dim, v=alpha / 2, seed=seed, offset_ridge=offset_ridge)
     if name == "egreedy":
-        return EpsGreedy(n_arms, dim, seed=seed)
+        return HybridEpsGreedy(n_devices, n_arms, dim, seed=seed, offset_ridge=offset_ridge)
     if name == "neuralucb":
         return NeuralUCB(n_arms, dim, nu=alpha / 10, seed=seed)
     raise ValueError(f"--algo: unknown algorithm '{name}'; choose one of {', '.join(LEARNERS)}")

@@ -147,7 +147,7 @@ def _replay(devices: list[dict], cands_of: list[list[Candidate]], q_point: list[
     X[absent] = 0.0
     rng = np.random.default_rng(seed + 1000)
     seq = rng.integers(N, size=rounds)
-    policy = B.make(algo, K, X.shape[-1], seed=seed + 2, alpha=alpha)
+    policy = B.make(algo, N, K, X.shape[-1], seed=seed + 2, alpha=alpha)
     picks, regret = S.run_policy(policy, seq, X, q, rng.normal(0, noise, rounds))
     _, mode = S.agreement(picks, seq, q.argmax(axis=1), max(1, rounds // 5))
     for i, d in enumerate(devices):

@@ -318,6 +318,7 @@ class SimConfig:
     window: int = 1000  # last rounds over which a policy's pick per device is taken
     algos: tuple[str, ...] = B.LEARNERS
     cpu_power_w: float = CPU_POWER_W
+    offset_ridge: float = 4.0  # prior precision of a device's own offset per variant (hybrid LinUCB)
 
 
 @dataclass
@@ -412,22 +413,28 @@ SCALES = (1 / 3, 1 / 2, 1 / 1.5, 1.0, 1.5, 2.0, 3.0)
 
 
 def features(pop: Population, qoe: QoE) -> np.ndarray:
-    """(N, K, dim) context of each variant on each device: per device kind a block [1, QoE(s x latency,
-    s x energy) for s in SCALES] from the device model's prior figures (clipped to [-2, 2]), zeros in the other
-    kinds' blocks. The QoE of rescaled predictions lets a linear model express "this variant runs s times slower
-    on this kind than the model says" for any QoE expression; kind blocks let a variant's model differ per kind."""
+    """(N, K, dim) context z of each variant on each device: a block [1, QoE(s x latency, s x energy) for s in
+    SCALES] of the device model's prior figures (clipped to [-2, 2]) in the slot of the (device kind, execution
+    path) the variant runs in there, zeros in the other slots, then a one-hot of the variant.
+
+    The QoE of rescaled predictions lets a linear model say "on this kind, this path runs s times slower than the
+    model predicts" whatever the QoE expression; slots let that differ per kind and path (an FPGA's LUT path, a
+    GPU's fp16 path); the one-hot absorbs what is specific to a variant."""
     N, K = pop.q_prior.shape
-    kinds = sorted({d.kind for d in pop.devices})
     cols = [np.ones((N, K))]
     for s in SCALES:
         q = qoe(_figures(pop.arms, pop.prior["latency_ms"] * s, pop.prior["energy_mj"] * s), pop.params)
         cols.append(np.clip(np.broadcast_to(q, (N, K)), -2, 2))
     block = np.stack(cols, axis=-1)
     width = block.shape[-1]
-    X = np.zeros((N, K, width * len(kinds)))
-    for i, d in enumerate(pop.devices):
-        j = kinds.index(d.kind)
-        X[i, :, width * j: width * (j + 1)] = block[i]
+    keys = [[(d.kind, path_of(a, d.kind)) for a in pop.arms] for d in pop.devices]
+    slots = sorted({k for row in keys for k in row})
+    X = np.zeros((N, K, width * len(slots) + K))
+    for i in range(N):
+        for j in range(K):
+            at = width * slots.index(keys[i][j])
+            X[i, j, at: at + width] = block[i, j]
+            X[i, j, width * len(slots) + j] = 1.0
     return X
 
 
@@ -441,7 +448,7 @@ def _policy(name: str, pop: Population, dim: int, cfg: SimConfig):
         return B.FixedPolicy(name, pop.q_prior.argmax(axis=1))
     if name == "random":
         return B.RandomPolicy(K, seed=cfg.seed + 1)
-    return B.make(name, K, dim, seed=cfg.seed + 2, alpha=cfg.alpha)
+    return B.make(name, len(pop.devices), K, dim, seed=cfg.seed + 2, alpha=cfg.alpha, offset_ridge=cfg.offset_ridge)
 
 
 def run_policy(policy, seq: np.ndarray, X: np.ndarray, q_true: np.ndarray, noise: np.ndarray
