@@ -304,6 +304,30 @@ def test_target_session_measures_on_the_board_with_rails(agent, tmp_path):
         s.close()
 
 
+def test_board_profile_runs_the_graph_in_the_agent(agent, tmp_path):
+    """profile = board: the agent loads the ARM-side library and times inferences on its own clock (the
+    library here is built for this host, which stands in for the board's cores)."""
+    from bench.protocol import run_protocol
+    from targets.fpga.layer import expected_cycles
+    from targets.fpga.pynq.target import FpgaPynqTarget
+    from targets.fpga.reference import run_reference
+
+    t = FpgaPynqTarget()
+    art, layer = host_artifact(tmp_path / "art", tag="onboard")
+    art.manifest.update(profile="board", arm_library="model.so")
+    x = np.random.default_rng(7).integers(-128, 128, size=(1, layer.c, layer.h, layer.w)).astype(np.int32)
+    s = t.open(agent.device, t.parse_options({"profile": "board"}))
+    try:
+        ex = s.load(art)
+        quick = ProtocolSpec(warmup_runs=1, warmup_s=0, min_runs=2, min_duration_s=0.05, repeats=2)
+        m = run_protocol(ex, x, run_reference(layer, x[0])[None], "int8", quick)
+        assert m.status == "ok" and m.verified, m.message
+        assert m.latency_provenance == "measured:board-agent" and all(v > 0 for r in m.samples_s for v in r)
+        assert ex.accelerator_cycles() == expected_cycles(layer, design())["cycles"]
+    finally:
+        s.close()
+
+
 def test_board_disconnect_fails_the_cell_and_the_next_reconnects(tmp_path, built):
     from bench.protocol import measure
     from targets.fpga.pynq.target import FpgaPynqTarget

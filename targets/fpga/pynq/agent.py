@@ -113,6 +113,73 @@ class Accelerator:
             self.drop(key)
 
 
+class Model:
+    """The ARM-side graph on the board's cores (a TVM Relax VM library), its offloaded layers calling the
+    accelerator through the global functions the graph names (`jb_fpga.<tag>.<i>`)."""
+
+    def __init__(self, accel: Accelerator, lib: bytes, suffix: str, tag: str, layers: list[int]) -> None:
+        import tempfile
+
+        import tvm
+        from tvm import relax
+
+        self.accel, self.tvm = accel, tvm
+        for i in layers:
+            _register(f"jb_fpga.{tag}.{i}", self._layer_fn(f"{tag}.{i}"))
+        fd, path = tempfile.mkstemp(suffix=suffix, prefix="jb-model-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(lib)
+        try:
+            self.dev = tvm.cpu()
+            self.vm = relax.VirtualMachine(tvm.runtime.load_module(path), self.dev)  # a .tar links here
+        finally:
+            os.unlink(path)
+        self.x = None
+        self.counters: list[dict] = []
+
+    def _layer_fn(self, key: str):
+        def run(q, out) -> None:
+            ys = []
+            for image in q.numpy():
+                y, c, _ = self.accel.run(key, image)
+                self.counters.append(c)
+                ys.append(y)
+            out.copyfrom(np.stack(ys).astype(out.dtype))
+
+        return run
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self.x = self.tvm.runtime.tensor(x, self.dev)
+        self.counters = []
+        self.vm.set_input("main", self.x)
+        self.vm.invoke_stateful("main")
+        out = self.vm.get_outputs("main")
+        return (out[0] if not hasattr(out, "numpy") else out).numpy()
+
+    def time(self, n: int) -> list[float]:
+        """Seconds per inference of the last input, on the board's clock (set_input once: as infer)."""
+        if self.x is None:
+            raise RuntimeError("infer first: timing repeats the last input")
+        out = []
+        for _ in range(n):
+            self.counters = []
+            t0 = time.perf_counter()
+            self.vm.invoke_stateful("main")
+            out.append(time.perf_counter() - t0)
+        return out
+
+
+def _register(name: str, fn) -> None:
+    try:
+        import tvm_ffi
+
+        tvm_ffi.register_global_func(name, fn, override=True)
+    except ImportError:  # TVM releases before the tvm-ffi split
+        import tvm
+
+        tvm.register_func(name, fn, override=True)
+
+
 class Recorder:
     """pynq.DataRecorder over the board's PMBus rails (power sensors only: energy per rail)."""
 
@@ -181,6 +248,7 @@ class Agent:
         self.recorder = Recorder(pynq)
         self.board = board or os.environ.get("BOARD", "")
         self.ip, self.sysfs_root = ip, sysfs_root
+        self.model: Model | None = None
 
     def clock_hz(self) -> float:
         return float(self.pynq.Clocks.fclk0_mhz) * 1e6
@@ -196,6 +264,17 @@ class Agent:
             y, counters, wall = self.accel.run(str(h["key"]), P.to_array(h, payload))
             y = y.astype(np.int32)
             return {**P.array_header(y), "counters": counters, "wall_s": wall}, P.contiguous(y)
+        if op == "model":
+            self.model = None
+            self.model = Model(self.accel, payload, str(h.get("suffix", ".so")), str(h["tag"]), list(h["layers"]))
+            return {}, b""
+        if op in ("infer", "time") and self.model is None:
+            raise RuntimeError("no model loaded (send it with 'model' first)")
+        if op == "infer":
+            y = self.model.infer(P.to_array(h, payload))
+            return {**P.array_header(y), "counters": self.model.counters}, P.contiguous(y)
+        if op == "time":
+            return {"seconds": self.model.time(int(h["n"])), "counters": self.model.counters}, b""
         if op == "record_start":
             return {"rails": self.recorder.start(list(h.get("rails") or []), float(h.get("period_s", 0.01)))}, b""
         if op == "mark":

@@ -11,6 +11,10 @@ Requests (op):
   run       key, dtype, shape, payload = input levels
                                      -> payload = output levels (dtype, shape), counters (the RTL's 64-bit
                                         counters), wall_s (board time from start to done)
+  model     tag, layers, suffix, payload = the ARM-side library (.so, or .tar linked on the board)
+                                     -> the agent runs the graph; its offloaded layers call the accelerator
+  infer     dtype, shape, payload = input  -> payload = output (dtype, shape), counters (one per layer run)
+  time      n                        -> seconds (n inferences of the last input, board clock), counters
   record_start  rails, period_s      -> starts pynq.DataRecorder on the named rails (all when empty)
   mark      label                    -> DataRecorder.mark()
   record_stop                        -> payload = DataRecorder.frame.to_csv() (UTF-8)

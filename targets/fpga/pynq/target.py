@@ -1,9 +1,10 @@
 """fpga-pynq: the fpga-sim artifact (offloaded layers as accelerator programs + the ARM-side graph)
 run on a PYNQ-class Zynq board through the board agent (agent.py) over TCP (protocol.py).
 
-Figures are measured: latency by a timer around each inference (on this host for profile = "host",
-where the ARM-side ops run here and only the offloaded layers go to the board; the accelerator's own
-cycle counter is kept per layer run), energy by the `pynq-rails` meter from the board's PMBus rails,
+Figures are measured: latency by a timer around each inference, on the board (`board-agent`: the
+agent runs the ARM-side library on the board's cores and the layers on the accelerator) or, for
+profile = "host", on this host (`perf_counter`: the ARM-side ops run here, only the offloaded layers
+go to the board); the accelerator's own cycle counter is kept per layer run, energy by the `pynq-rails` meter from the board's PMBus rails,
 recorded on the board by pynq.DataRecorder, marked at the protocol's events and pulled here at the end
 of the timed window. Without a running agent the target compiles only.
 """
@@ -93,16 +94,19 @@ class FpgaPynqTarget(FpgaSimTarget):
     def compile(self, variant: Variant, options: PynqOptions, workdir: Path) -> dict:
         manifest = super().compile(variant, options, workdir)  # model.so for this host + accel/layer<i>.npz
         family = manifest["family"]
+        lib = "model.so"
         if options.profile != "host":
-            self._cross_build(variant, options, family, manifest["tag"], workdir)
+            lib = self._cross_build(variant, options, family, manifest["tag"], workdir)
         manifest.update(profile=options.profile, arm_target=str(arm_target(options, family)),
-                        record_period_s=options.record_period_s, rails=options.rails,
-                        arm_library="model.so" if options.profile == "host" else "model.tar")
+                        record_period_s=options.record_period_s, rails=options.rails, arm_library=lib)
         return manifest
 
-    def _cross_build(self, variant: Variant, options: PynqOptions, family: str, tag: str, workdir: Path) -> None:
-        """The ARM-side library for the board's cores: objects in model.tar, linked on the board
-        (tvm.runtime.load_module links a .tar with the board's compiler)."""
+    def _cross_build(self, variant: Variant, options: PynqOptions, family: str, tag: str, workdir: Path) -> str:
+        """The ARM-side library for the board's cores: model.so linked here by the cross compiler in
+        JB_PYNQ_CC (e.g. aarch64-linux-gnu-gcc), else objects in model.tar that the agent links on the
+        board (tvm.runtime.load_module links a .tar with the board's own compiler)."""
+        import os
+
         from targets.fpga.offload import rewrite
         from targets.fpga.target import design_for
         from targets.tvm.build import build
@@ -115,7 +119,14 @@ class FpgaPynqTarget(FpgaSimTarget):
         block_rows = int(mf["block"].split("x")[0]) if mf.get("block") else None
         mod, _ = lower(mod, mf.get("scheme", "none"), block_rows, variant.qweights)
         ex, _ = build(mod, arm_target(options, family))
+        cc = os.environ.get("JB_PYNQ_CC")
+        if cc:
+            from tvm.contrib import cc as tvm_cc
+
+            ex.export_library(str(workdir / "model.so"), fcompile=tvm_cc.cross_compiler(cc))
+            return "model.so"
         ex.export_library(str(workdir / "model.tar"))
+        return "model.tar"
 
     def open(self, device: str | None, options: PynqOptions) -> Session:
         if device is None:
@@ -163,9 +174,6 @@ class PynqSession(Session):
 
     def load(self, artifact: Artifact) -> Executor:
         m = artifact.manifest
-        if m.get("profile") != "host":
-            raise NotRunnable("compiled for the board's ARM cores: running the ARM-side library on the board "
-                              "through the agent is not implemented yet (use profile = 'host')")
         d = m["design"]
         hw = self.hello["design"]
         if {k: d[k] for k in hw} != hw:
@@ -173,8 +181,15 @@ class PynqSession(Session):
         for off in m["offloaded"]:
             npz = artifact.file(f"accel/layer{off['index']}.npz").read_bytes()
             self.call("program", npz, key=f"{m['tag']}.{off['index']}")
+        if m.get("profile") == "host":
+            ex: Executor = PynqHostExecutor(artifact, self)
+        else:
+            lib = artifact.file(m["arm_library"])
+            self.call("model", lib.read_bytes(), tag=m["tag"], layers=[o["index"] for o in m["offloaded"]],
+                      suffix=lib.suffix)
+            ex = PynqBoardExecutor(self)
         self._start_recording()
-        return PynqHostExecutor(artifact, self)
+        return ex
 
     def _start_recording(self) -> None:
         """A fresh recording per cell, so that its Mark increments are exactly this cell's events."""
@@ -206,6 +221,31 @@ class PynqSession(Session):
             except (OSError, P.ProtocolError, P.AgentError):
                 pass
         self.conn.close()
+
+
+class PynqBoardExecutor(Executor):
+    """The whole inference on the board: the agent runs the ARM-side library and the accelerator, and
+    times each inference on its own clock (no network in the figure)."""
+
+    timer = "board-agent"
+
+    def __init__(self, session: PynqSession) -> None:
+        self.session = session
+        self.counters: list[dict] = []
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        h, data = self.session.call("infer", P.contiguous(x), **P.array_header(x))
+        self.counters = h["counters"]
+        return P.to_array(h, data)
+
+    def time_runs(self, n: int) -> list[float]:
+        h, _ = self.session.call("time", n=n)
+        self.counters = h["counters"]
+        return [float(s) for s in h["seconds"]]
+
+    def accelerator_cycles(self) -> int:
+        """The accelerator's cycle counter summed over the last inference's layer runs."""
+        return sum(c["cycles"] for c in self.counters)
 
 
 class PynqHostExecutor(Executor):
