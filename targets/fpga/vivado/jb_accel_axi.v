@@ -4,7 +4,7 @@
 //   m_axi  AXI4 master, 64-bit data: its memory port. Read bursts pass through (ARLEN = len - 1), split
 //          where one would cross a 4 KB boundary (AXI forbids it); R beats return in order on one ID, so
 //          the split is invisible to the accelerator. Writes are single beats (AWLEN = 0) with AW and W
-//          issued together; up to 2^OWB - 1 writes may await their B response.
+//          issued together, one per cycle at best; up to 2^OWB - 1 writes may await their B response.
 // STATUS reads report busy (bit 0) and hide done (bit 1) until every write has its B response: the
 // host must not read the outputs while they are still on their way to DDR.
 `default_nettype none
@@ -162,7 +162,8 @@ module jb_accel_axi #(
     reg  [31:0] aw_addr;
     reg  [63:0] w_data;
     reg  [7:0]  w_strb;
-    wire        slot_free = !aw_v && !w_v && wr_pending != {OWB{1'b1}};
+    // a new beat may enter in the cycle its predecessor's AW and W handshakes complete: one beat per cycle
+    wire        slot_free = (!aw_v || m_axi_awready) && (!w_v || m_axi_wready) && wr_pending != {OWB{1'b1}};
     assign wr_ready = slot_free;
     assign m_axi_awvalid = aw_v;
     assign m_axi_awaddr = aw_addr;
