@@ -67,7 +67,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer(add_completion=False)
+    app = typer.Typer(add_completion=False, rich_markup_mode="rich")  # as bench/cli.py's app
     app.command(name="select")(select_command)
     app.command(name="noop")(lambda: None)  # two commands, so `select` is a subcommand as in bench/cli.py
     return app

@@ -19,8 +19,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+LEARNERS = ("linucb", "neuralucb", "thompson", "egreedy")  # the --algo values (bandits.make)
 
 
 class SelectError(ValueError):
@@ -28,9 +33,7 @@ class SelectError(ValueError):
 
 
 def _num(v) -> float | None:
-    """A finite float, or None for NA/NaN/missing."""
-    if v is None or v is pd.NA:
-        return None
+    """A finite float, or None for NA/NaN/missing (float(pd.NA) raises TypeError)."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -39,7 +42,9 @@ def _num(v) -> float | None:
 
 
 def _str(v) -> str | None:
-    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+    import pandas as pd  # loaded already by read_rows; kept out of import time so `joulebench --help` stays fast
+
+    return None if v is None or pd.isna(v) else str(v)
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,8 @@ class Arm:
 
 def read_rows(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     """The finished rows (status ok, with a latency) of every run, with a `run` column; one-line errors."""
+    import pandas as pd
+
     from bench.store import RunStore
 
     if not run_dirs:
@@ -168,4 +175,4 @@ def load_arms(run_dirs: Sequence[str | Path]) -> list[Arm]:
     return sorted(arms, key=lambda a: (a.model, a.macs_effective * a.bits, a.variant))
 
 
-__all__ = ["Arm", "Observation", "SelectError", "load_arms", "read_rows"]
+__all__ = ["LEARNERS", "Arm", "Observation", "SelectError", "load_arms", "read_rows"]

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.select import LEARNERS
+
 
 class HybridLinUCB:
     """Hybrid LinUCB with a scalar arm-specific part: every per-(device, arm) matrix of Algorithm 2 is a number, so
@@ -233,9 +235,6 @@ class NeuralUCB:
             loss.backward()
             self.opt.step()
         self._sync()
-
-
-LEARNERS = ("linucb", "neuralucb", "thompson", "egreedy")
 
 
 def make(name: str, n_devices: int, n_arms: int, dim: int, *, seed: int = 0, alpha: float = 0.5,

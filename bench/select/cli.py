@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.select.bandits import LEARNERS
+from bench.select import LEARNERS
 
 ALGO_HELP = "linucb | neuralucb | thompson | egreedy"
 
@@ -38,7 +38,7 @@ def select_command(
                       "params_m, sparsity, bits and parameters; numbers, + - * / **, comparisons, "
                       "min/max/exp/log/sqrt/abs/clip (default: docs/select.md)")] = None,
     qoe_file: Annotated[Path | None, typer.Option(
-        "--qoe-file", help="TOML file: expr = \"...\" and a [params] table of numbers")] = None,
+        "--qoe-file", help="TOML file: expr = \"...\" and a \\[params] table of numbers")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="NAME=VALUE, a QoE parameter (repeatable): deadline_ms, w_latency, energy_ref_mj, "
                               "w_energy or one of your expression's")] = None,

@@ -353,7 +353,11 @@ def usable_arms(arms: Sequence[Arm], qoe: QoE) -> tuple[list[Arm], list[str]]:
         raise SelectError("the QoE uses accuracy but no variant in the runs has one (seeded weights): train the "
                           "models (pretrain_epochs) or use a --qoe without accuracy")
     dropped = [a.key for a in arms if a.accuracy is None]
-    return keep, [f"left out (no accuracy): {', '.join(dropped)}"] if dropped else []
+    notes = [f"left out (no accuracy): {', '.join(dropped)}"] if dropped else []
+    datasets = sorted({a.accuracy_dataset or "unknown" for a in keep})
+    if len(datasets) > 1:
+        notes.append(f"accuracies come from different datasets ({', '.join(datasets)}): the QoE compares them as is")
+    return keep, notes
 
 
 def build_population(arms: Sequence[Arm], qoe: QoE, cfg: SimConfig, catalog=None) -> tuple[Population, list[str]]:
