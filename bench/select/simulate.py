@@ -228,7 +228,8 @@ def derived_spec(device_key: str, target: str, pairs: Sequence[tuple[Arm, Observ
     median achieved rate 2 x MACs / latency (a path without rows gets the median of the others: no assumed
     gain), active power from measured energy / latency where the rows have it, else `cpu_power_w` (assumed).
     Achieved rates already include memory effects, so bandwidth does not bind (infinite) and eta = 1."""
-    kind = "mobile-gpu" if "gpu" in target.lower() else "cpu"
+    low = target.lower()
+    kind = "fpga-board" if "fpga" in low else "mobile-gpu" if "gpu" in low else "cpu"
     rates: dict[str, list[float]] = {}
     watts: list[float] = []
     for arm, obs in pairs:
