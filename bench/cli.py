@@ -14,6 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.select.cli import select_command  # light: typer, rich and the package only
+
 app = typer.Typer(help="joulebench: energy-efficiency benchmarks of DNN inference on edge hardware.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 # Off a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; logs can be wider.
@@ -349,6 +351,9 @@ def calibrate_power(
     console.print(f"{len(raw)} samples: unit = \"{cal['unit']}\", sign = {cal['sign']} "
                   f"(idle draw {watts.mean():.3f} W, measured:android-battery)")
     console.print(f'meter spec: {{name = "android-battery", unit = "{cal["unit"]}", sign = {cal["sign"]}}}')
+
+
+app.command(name="select")(select_command)
 
 
 def main() -> None:
