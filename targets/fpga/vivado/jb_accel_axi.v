@@ -80,10 +80,12 @@ module jb_accel_axi #(
     wire rst = !aresetn;
 
     // ---------------------------------------------------------------- AXI4-Lite -> register file
-    // A write needs AW and W together (one reg_we cycle); a read drives reg_addr for one cycle and
-    // captures the combinational reg_rdata. Writes win a cycle where both are pending.
+    // A write needs AW and W together (one reg_we cycle). A read strobes reg_re with the address; the
+    // register file answers the cycle after (registered reads), when R becomes valid. Writes win a
+    // cycle where both are pending.
+    reg         rd_wait, rd_status;
     wire        wr_go = s_axi_awvalid && s_axi_wvalid && !s_axi_bvalid;
-    wire        rd_go = s_axi_arvalid && !s_axi_rvalid && !wr_go;
+    wire        rd_go = s_axi_arvalid && !s_axi_rvalid && !rd_wait && !wr_go;
     assign s_axi_awready = wr_go;
     assign s_axi_wready = wr_go;
     assign s_axi_arready = rd_go;
@@ -91,20 +93,24 @@ module jb_accel_axi #(
     assign s_axi_rresp = 2'b00;
 
     wire        reg_we = wr_go && s_axi_wstrb == 4'hF;  // the registers are whole words
+    wire        reg_re = rd_go;
     wire [11:0] reg_addr = wr_go ? s_axi_awaddr : s_axi_araddr;
     wire [31:0] reg_rdata;
 
     reg [OWB-1:0] wr_pending;  // writes issued, B not yet received
     always @(posedge aclk) begin
         if (rst) begin
-            s_axi_bvalid <= 0; s_axi_rvalid <= 0; s_axi_rdata <= 0;
+            s_axi_bvalid <= 0; s_axi_rvalid <= 0; s_axi_rdata <= 0; rd_wait <= 0; rd_status <= 0;
         end else begin
             if (wr_go) s_axi_bvalid <= 1;
             else if (s_axi_bready) s_axi_bvalid <= 0;
             if (rd_go) begin
+                rd_wait <= 1;
+                rd_status <= {s_axi_araddr[11:2], 2'b00} == 12'h004;
+            end else if (rd_wait) begin
+                rd_wait <= 0;
                 s_axi_rvalid <= 1;
-                s_axi_rdata <= {s_axi_araddr[11:2], 2'b00} == 12'h004 && wr_pending != 0
-                               ? {reg_rdata[31:2], 1'b0, 1'b1} : reg_rdata;
+                s_axi_rdata <= rd_status && wr_pending != 0 ? {reg_rdata[31:2], 1'b0, 1'b1} : reg_rdata;
             end else if (s_axi_rready) s_axi_rvalid <= 0;
         end
     end
@@ -119,7 +125,7 @@ module jb_accel_axi #(
     jb_accel #(.TM(TM), .TN(TN), .WMODE(WMODE), .ABITS(ABITS), .IN_DEPTH(IN_DEPTH), .W_DEPTH(W_DEPTH),
                .IDX_DEPTH(IDX_DEPTH), .RB_DEPTH(RB_DEPTH)) accel (
         .clk(aclk), .rst(rst),
-        .reg_we(reg_we), .reg_addr(reg_addr), .reg_wdata(s_axi_wdata), .reg_rdata(reg_rdata),
+        .reg_we(reg_we), .reg_re(reg_re), .reg_addr(reg_addr), .reg_wdata(s_axi_wdata), .reg_rdata(reg_rdata),
         .rd_req_valid(rd_req_valid), .rd_req_ready(rd_req_ready), .rd_req_addr(rd_req_addr),
         .rd_req_len(rd_req_len), .rd_valid(m_axi_rvalid), .rd_ready(rd_ready), .rd_data(m_axi_rdata),
         .wr_valid(wr_valid), .wr_ready(wr_ready), .wr_addr(wr_addr), .wr_data(wr_data), .wr_strb(wr_strb),
