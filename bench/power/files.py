@@ -95,7 +95,8 @@ class PynqRailsMeter(_MarkedFileMeter):
     def stop(self) -> PowerTrace:
         self._wait_for_file()
         df = pd.read_csv(self.path, index_col=0)
-        t = pd.to_datetime(df.index).astype("int64").to_numpy() * 1e-9
+        # nanoseconds whatever unit pandas infers for the index (pandas 3 keeps microseconds as parsed)
+        t = pd.to_datetime(df.index).as_unit("ns").astype("int64").to_numpy() * 1e-9
         cols = [c for c in df.columns if c.endswith("_power")]
         if self.rails:
             missing = [r for r in self.rails if f"{r}_power" not in cols]
