@@ -1,0 +1,58 @@
+// One epilogue lane: bias, fixed-point requantization, ReLU, saturation. Bit-exact with
+// targets/fpga/reference.py:requantize (the single definition of the rounding):
+//   t = acc + bias                                  (33-bit exact)
+//   v = (t * mult + 2^(shift-1)) >>> shift          (round half up, arithmetic shift, shift in 1..63)
+//   y = clamp(relu ? max(v + zout, zout) : v + zout, -2^(OB-1), 2^(OB-1)-1)
+// Four register stages (t, product, shifted, saturated), advanced by `en` (the output write port can
+// stall the epilogue); a stage only loads when the stage before it holds a beat (occ), which also
+// keeps the datapath quiet between drains.
+`default_nettype none
+module jb_requant #(
+    parameter ACC_W = 32,
+    parameter OB = 8
+) (
+    input  wire                    clk,
+    input  wire                    en,
+    input  wire [3:0]              occ,    // stage inputs occupied: {e3, e2, e1, drain}
+    input  wire signed [ACC_W-1:0] acc,
+    input  wire signed [31:0]      bias,
+    input  wire [23:0]             mult,
+    input  wire [5:0]              shift,
+    input  wire signed [15:0]      zout,
+    input  wire                    relu,
+    output reg  [OB-1:0]           y
+);
+    localparam signed [63:0] QMAX = (64'sd1 <<< (OB - 1)) - 64'sd1;
+    localparam signed [63:0] QMIN = -(64'sd1 <<< (OB - 1));
+
+    reg signed [32:0] t;
+    reg        [23:0] m1;
+    reg        [5:0]  s1, s2;
+    reg signed [57:0] p;
+    reg signed [63:0] v;
+
+    wire signed [24:0] mult_s = {1'b0, m1};
+    wire signed [63:0] p64 = p;
+    wire signed [63:0] rnd = 64'sd1 <<< (s2 - 6'd1);
+    wire signed [63:0] z64 = zout;
+
+    always @(posedge clk) begin
+        if (en && occ[0]) begin
+            t <= acc + bias;
+            m1 <= mult;
+            s1 <= shift;
+        end
+        if (en && occ[1]) begin
+            p <= t * mult_s;
+            s2 <= s1;
+        end
+        if (en && occ[2]) v <= (p64 + rnd) >>> s2;
+        if (en && occ[3]) begin : sat
+            reg signed [63:0] yv, yr;
+            yv = v + z64;
+            yr = (relu && yv < z64) ? z64 : yv;
+            y <= yr > QMAX ? QMAX[OB-1:0] : (yr < QMIN ? QMIN[OB-1:0] : yr[OB-1:0]);
+        end
+    end
+endmodule
+`default_nettype wire
