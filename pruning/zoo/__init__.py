@@ -13,6 +13,7 @@ from torch import nn
 
 from pruning.errors import CompressionError
 from pruning.zoo.mobilenet import mobilenet_v2
+from pruning.zoo.mobilenet_v1 import mobilenet_v1
 from pruning.zoo.resnet import resnet18, resnet50
 from pruning.zoo.small import small_cnn
 from pruning.zoo.vgg import vgg16
@@ -44,6 +45,9 @@ def _entries() -> dict[str, ZooEntry]:
         out[f"{fam}-imagenet"] = ZooEntry(
             f"{fam}-imagenet", fam, "imagenet", (3, 224, 224), 1000, lambda fn=fn: fn(1000, cifar=False), paper
         )
+    # ImageNet form only: the network of TVM's published mobile-GPU latencies (bench/benchmarks/mobile_gpu_validation)
+    out["mobilenetv1-imagenet"] = ZooEntry("mobilenetv1-imagenet", "mobilenetv1", "imagenet", (3, 224, 224), 1000,
+                                           lambda: mobilenet_v1(1000, cifar=False), "Howard et al., arXiv 2017")
     # A small CNN sized for CPU fine-tuning in tests and the demo (digits data, 32x32 RGB).
     out["smallcnn-digits"] = ZooEntry(
         "smallcnn-digits", "smallcnn", "digits", (3, 32, 32), 10, lambda: small_cnn(10), "joulebench test model"

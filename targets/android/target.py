@@ -73,13 +73,15 @@ class _AndroidTarget(Target):
         return lower_variant(mod, variant, gpu=gpu)
 
     def compile(self, variant: Variant, options, workdir: Path) -> dict:
+        from targets.android.kernelstats import capture, kernel_stats
         from targets.tvm.build import build, kernel_names
         from targets.tvm.importer import to_relax
         from targets.tvm.precision import device_sources
 
         target = self.tvm_target(options)
         mod, lowered = self._lower(to_relax(variant), variant, options)
-        ex, _ = build(mod, target)
+        with capture() as scheduled:  # the scheduled TIR the build generates code from, for per-kernel stats
+            ex, _ = build(mod, target)
         ndk = ndk_compiler()
         host_build = getattr(options, "profile", "") == "host"
         if host_build:
@@ -98,6 +100,8 @@ class _AndroidTarget(Target):
             (workdir / "kernels.cl").write_text(sources["opencl"])
             manifest["kernels"] = opencl_kernels(sources["opencl"])
             manifest["opencl_source_bytes"] = len(sources["opencl"])
+            if scheduled.module is not None:
+                manifest.update(kernel_stats(scheduled.module))
         else:
             manifest["kernels"] = [{"name": k} for k in kernel_names(ex)]
         return manifest
