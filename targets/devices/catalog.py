@@ -2,8 +2,8 @@
 
 Every number in those files is a `Sourced` table `{value, source, note?}` whose `source` names a document in
 `[sources]`; the schema makes a bare number a load error, so a figure without a source cannot get in.
-Errors are one line: `file: key: what was expected`. Devices have a `kind` ("fpga-board" now; "mobile-gpu"
-is the next kind) so one file holds every device a campaign can compare.
+Errors are one line: `file: key: what was expected`. Devices have a `kind` ("fpga-board" or "mobile-gpu") so one
+file holds every device a campaign can compare.
 """
 
 from __future__ import annotations
@@ -101,9 +101,62 @@ class FpgaBoard(_Strict):
     power: BoardPower = BoardPower()
 
 
-# One entry per device kind; a later issue adds "mobile-gpu": MobileGpu here and the loader picks it up.
-KINDS: dict[str, type[BaseModel]] = {"fpga-board": FpgaBoard}
-Device = FpgaBoard
+class GpuCompute(_Strict):
+    """Peak arithmetic of a mobile GPU at `clock_mhz`: FMA lanes x 2 FLOP x clock where the vendor gives lane counts
+    (each value's note says how it was derived)."""
+
+    clock_mhz: Sourced
+    cores: Sourced | None = None  # shader cores (Mali) / shader processors (Adreno), as the vendor counts them
+    fp32_gflops: Sourced
+    fp16_gflops: Sourced | None = None  # None where no fp16 rate is published: fp16 then runs at the fp32 rate
+
+    @property
+    def peak_fp32_flops(self) -> float:
+        return self.fp32_gflops.value * 1e9
+
+    @property
+    def peak_fp16_flops(self) -> float:
+        return (self.fp16_gflops or self.fp32_gflops).value * 1e9
+
+
+class SocMemory(_Strict):
+    """The SoC's DRAM; `peak_gbps` None where no source gives it (the models then have no memory roof)."""
+
+    type: str
+    bus_bits: Sourced | None = None
+    rate_mtps: Sourced | None = None
+    peak_gbps: Sourced | None = None
+
+    @property
+    def peak_bytes_per_s(self) -> float | None:
+        return None if self.peak_gbps is None else self.peak_gbps.value * 1e9
+
+
+class GpuPower(_Strict):
+    idle_w: Sourced | None = None  # device idle (screen state as the source measured it)
+    load_w: Sourced | None = None  # GPU at full load, above idle
+
+
+class MobileGpu(_Strict):
+    kind: Literal["mobile-gpu"]
+    key: str = ""  # the table name in the catalog, filled in by the loader
+    name: str
+    vendor: str
+    soc: str
+    family: Literal["adreno", "mali"]  # architecture family: the latency model fits one compute efficiency per family
+    board_source: str  # the document describing the SoC
+    compute: GpuCompute
+    memory: SocMemory
+    power: GpuPower = GpuPower()
+
+    def peak_flops(self, dtype: str) -> float:
+        """Peak FLOP/s for a kernel whose arithmetic is in `dtype` (float16 at the fp16 rate, anything else fp32)."""
+        return self.compute.peak_fp16_flops if dtype == "float16" else self.compute.peak_fp32_flops
+
+
+# One entry per device kind: the loader validates each [devices.<key>] table against its kind's model.
+KINDS: dict[str, type[BaseModel]] = {"fpga-board": FpgaBoard, "mobile-gpu": MobileGpu}
+Device = FpgaBoard | MobileGpu
 
 
 class Catalog(_Strict):
@@ -127,6 +180,15 @@ class Catalog(_Strict):
 
     def boards(self) -> list[FpgaBoard]:
         return [d for d in self.devices.values() if isinstance(d, FpgaBoard)]
+
+    def gpu(self, name: str) -> MobileGpu:
+        dev = self.get(name)
+        if not isinstance(dev, MobileGpu):
+            raise CatalogError(f"{self.path}: devices.{dev.key}: is a '{dev.kind}', expected a 'mobile-gpu'")
+        return dev
+
+    def gpus(self) -> list[MobileGpu]:
+        return [d for d in self.devices.values() if isinstance(d, MobileGpu)]
 
     def _names(self) -> list[str]:
         return sorted({*self.devices, *(d.name for d in self.devices.values())})
@@ -191,12 +253,41 @@ class LatencyPoint(_Strict):
     layers: list[ConvLayerEntry]
 
 
+class GpuLatencyPoint(_Strict):
+    """A published batch-1 latency of a network on a mobile GPU, for the mobile-gpu latency model. `profile`,
+    `lowering` and `precision` say how joulebench builds the network to predict it (the closest build to the
+    source's); `assumed` says what of the point is inferred rather than published."""
+
+    gpu: str
+    network: str  # a zoo model name
+    precision: Literal["fp32", "fp16"]
+    profile: Literal["adreno", "adreno-texture", "mali"]
+    lowering: Literal["joulebench", "tvm"] = "tvm"
+    latency_ms: Sourced
+    assumed: str | None = None
+
+
+class GpuEnergyRange(_Strict):
+    """A published range of energy per inference over variants of a network on a mobile GPU, with the variants'
+    average FLOPs (to compare per FLOP with the zoo's dense network)."""
+
+    gpu: str  # the catalog GPU the model is evaluated on for this check
+    network: str
+    precision: Literal["fp32", "fp16"] = "fp32"
+    min_mj: Sourced
+    max_mj: Sourced
+    avg_mflops: Sourced
+    assumed: str | None = None
+
+
 class Published(_Strict):
     schema_version: int
     sources: dict[str, Source]
     designs: dict[str, DpuDesign]
     points: dict[str, PublishedPoint]
     latency_points: dict[str, LatencyPoint] = Field(default_factory=dict)
+    gpu_points: dict[str, GpuLatencyPoint] = Field(default_factory=dict)
+    gpu_energy_ranges: dict[str, GpuEnergyRange] = Field(default_factory=dict)
     path: str = ""
 
 
@@ -316,6 +407,13 @@ def load_published(path: str | Path | None = None, catalog: Catalog | None = Non
             raise CatalogError(f"{path}: points.{key}.idle_w: a scored point needs the measured idle power")
     for key, lp in pub.latency_points.items():
         _check_sources(lp, sources, path, f"latency_points.{key}")
+    for table in ("gpu_points", "gpu_energy_ranges"):
+        for key, gp in getattr(pub, table).items():
+            _check_sources(gp, sources, path, f"{table}.{key}")
+            dev_key = catalog._resolve(gp.gpu)
+            if dev_key is None or not isinstance(catalog.devices[dev_key], MobileGpu):
+                gpus = sorted(k for k, d in catalog.devices.items() if isinstance(d, MobileGpu))
+                raise CatalogError(f"{path}: {table}.{key}.gpu: no mobile GPU '{gp.gpu}'{_suggest(gp.gpu, gpus)}")
     return pub
 
 
@@ -337,3 +435,8 @@ def get(name: str) -> Device:
 def board(name: str) -> FpgaBoard:
     """An FPGA board of the packaged catalog, e.g. board("PYNQ-Z2")."""
     return load().board(name)
+
+
+def gpu(name: str) -> MobileGpu:
+    """A mobile GPU of the packaged catalog, e.g. gpu("adreno-650")."""
+    return load().gpu(name)
