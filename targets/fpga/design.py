@@ -26,7 +26,7 @@ WEIGHT_MODES: dict[str, tuple[int, int, tuple[int, int]]] = {
     "binary": (4, 1, (-1, 1)),
 }
 ACT_BITS = (8, 16)
-DESC_BEATS = 12  # descriptor size in 64-bit beats (jb_accel.v NDESC)
+DESC_BEATS = 13  # descriptor size in 64-bit beats (jb_accel.v NDESC)
 PIPE_DEPTH = 6  # issue -> capture (S0..S5, capture in the cycle after S5)
 EPI_DEPTH = 4  # requantization stages between the drain and the DDR write port
 

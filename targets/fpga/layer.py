@@ -5,7 +5,7 @@ DDR layouts (little-endian, every block 8-byte aligned):
   activations   [ceil(C/CG)][H][W][CG] of int8/int16, CG = 64/act_bits channels per 64-bit beat
                 (channel slots past C are don't-care); outputs use the same layout, so layers chain.
   program       [tile descriptors, 12 beats each][weight set 0][weight set 1]...
-  weight set    [epilogue constants: one beat per channel: bias int32 | mult u24 << 32 | shift << 56]
+  weight set    [epilogue constants: one beat per channel: bias int32 | mult u17 << 32 | shift << 56]
                 [index table: (c | ki << 16 | kj << 24) as u32, two per beat; one table for all
                  row-blocks of a dense layer, one per row-block otherwise]
                 [weights: levels of W[b, j, r] in (b, j, r) order as a flat little-endian bitstream of
@@ -23,6 +23,7 @@ import numpy as np
 
 from targets.fpga import FpgaError
 from targets.fpga.design import DESC_BEATS, EPI_DEPTH, PIPE_DEPTH, WEIGHT_MODES, DesignPoint
+from targets.fpga.reference import MULT_BITS
 
 MAGIC = 0x4A42
 DEFAULT_LATENCY = 24  # DDR read latency of the simulation model, cycles from request to first beat
@@ -155,8 +156,8 @@ class QLayer:
                 raise bad(f"{name} must have shape [cout]={self.cout}")
         if self.bias.min() < -(1 << 31) or self.bias.max() >= 1 << 31:
             raise bad("bias outside int32")
-        if self.mult.min() < 0 or self.mult.max() >= 1 << 24 or self.shift.min() < 1 or self.shift.max() > 63:
-            raise bad("requantization multiplier must be 0..2^24-1 and shift 1..63")
+        if self.mult.min() < 0 or self.mult.max() >= 1 << MULT_BITS or self.shift.min() < 1 or self.shift.max() > 63:
+            raise bad(f"requantization multiplier must be 0..2^{MULT_BITS}-1 and shift 1..63")
         a_lo, a_hi = -(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1
         if not (a_lo <= self.zx <= a_hi and a_lo <= self.zout <= a_hi):
             raise bad(f"zero points must fit int{self.act_bits}")
@@ -419,13 +420,14 @@ def _descriptor(layer: QLayer, design: DesignPoint, tile: Tile, last: bool, wset
     tn = design.tn
     nepi, nidx, nw = _wset_parts(layer, design, tile.nrb)
     pbadv = (tn // wo) * sh * layer.wp + (tn % wo) * sw
+    need0 = min(g.rows, ((tn - 1) // wo) * sh + layer.kh)  # input rows the first pixel group reads
     pbwrap = sh * layer.wp - wo * sw
     flags = (int(last) | tile.load_w << 1 | tile.load_in << 2 | layer.relu << 3 | layer.shared << 4
              | design.mode_code << 5 | (design.act_bits == 16) << 8)
     half = {"nepi": nepi, "nidx": nidx, "nrb": tile.nrb, "kmax": layer.kmax, "rb0": tile.rb0, "cout": layer.cout,
             "cgroups": g.cgroups, "W": layer.w, "Wp": layer.wp, "padl": layer.pad[1], "rows": g.rows,
             "intr0": g.intr0, "introws": g.introws, "Wo": wo, "npix": g.npix, "dr": tn % wo,
-            "coutg": math.ceil(layer.cout / design.channels_per_beat)}
+            "coutg": math.ceil(layer.cout / design.channels_per_beat), "need0": need0, "needadv": (tn // wo) * sh}
     for k, v in half.items():
         if not 0 <= v < 1 << 16:
             raise FpgaError(f"layer {layer.name or '?'}: descriptor field {k}={v} does not fit 16 bits")
@@ -435,7 +437,9 @@ def _descriptor(layer: QLayer, design: DesignPoint, tile: Tile, last: bool, wset
         g.h_lo * layer.w * 8, layer.h * layer.w * 8, g.cgroups | layer.w << 16, layer.wp | layer.pad[1] << 16,
         g.rows | g.intr0 << 16, g.introws | (layer.zx & 0xFFFF) << 16, g.plane, sh | sw << 8 | wo << 16,
         g.npix | math.ceil(g.npix / tn) << 16, (tn % wo) | half["coutg"] << 16, pbadv & m32, pbwrap & m32,
-        tile.or0 * wo * 8, ho * wo, layer.zout & 0xFFFF, g.introws * layer.w, 0, 0,
+        ((tile.rb0 * design.tm // design.channels_per_beat) * ho * wo + tile.or0 * wo) * 8, ho * wo,
+        layer.zout & 0xFFFF, g.introws * layer.w, g.positions, need0 | ((tn - 1) % wo) << 16,
+        (tn // wo) * sh, 0,
     ]
     return np.array(words, dtype="<u4")
 
@@ -502,29 +506,59 @@ def pack(layer: QLayer, design: DesignPoint) -> Program:
 
 # ---------------------------------------------------------------------- closed-form cycle count
 def expected_cycles(layer: QLayer, design: DesignPoint, latency: int = DEFAULT_LATENCY) -> dict[str, int]:
-    """Cycles of the accelerator's schedule, per phase, summed over tiles (DDR model: `latency` cycles
-    from a burst request to its first beat, then one beat per cycle; writes never stall):
+    """Cycles of the accelerator's schedule, summed over tiles, for the simulation's DDR model (`latency`
+    cycles from a burst request to its first beat, then one beat per cycle; writes never stall).
 
-      descriptor  L + 12 + 1 (decode)
-      weights     L + epilogue + index + weight beats                  (when the tile loads them)
-      input       Cg*rows*Wp positions, one per cycle, + max(0, L - first interior position)
-      setup       TN (lane pixel walker)
-      compute     kmax + (S - 1) * max(kmax, D + 1) + D + 11,  S = row-blocks x ceil(pixels / TN) steps,
-                  D = TN * TM / min(TM, 64 / act_bits) drain beats per step
+    Per tile (all times relative to the tile's first cycle):
+      descriptor  L + 13 beats + 1 decode cycle                               (DMA)
+      weights     L + epilogue + index + weight beats, when the tile loads them (DMA)
+      setup       TN cycles (lane pixel walker); the input loader starts with it and runs alongside:
+                  padded row r (all channel groups, Cg*Wp positions, one per cycle) is complete at
+                  T_setup + (r+1)*Cg*Wp + s, s = max(0, L - first interior position) once past it
+      DDR bytes   read: descriptors, loaded weight sets, interior input rows; written: every output once
+      compute     steps (pixel group g, row-block b) in order, each a slot of P = max(kmax, D + 1) cycles,
+                  D = TN * TM / min(TM, 64 / act_bits) drain beats; the first step of a group starts no
+                  earlier than the rows it reads are complete: start_k = max(start_{k-1} + P, rows ready);
+                  the tile ends kmax + D + 11 cycles after the last step starts (pipeline, drain, epilogue).
+    Cycles in descriptor/weights phases count as DMA, setup and compute (with the overlapped input
+    load) as compute; the sum is the hardware cycle counter.
     """
     _, tiles = plan_tiles(layer, design)
     lat = max(1, int(latency))
     d = design.drain_beats
+    tn = design.tn
     kmax = layer.kmax
-    dma = comp = 0
+    slot = max(kmax, d + 1)
+    sh, kh, wo = layer.stride[0], layer.kh, layer.out_hw[1]
+    dma = comp = rd = 0
     for t in tiles:
         g = tile_geometry(layer, design, t.or0, t.orows)
         dma += lat + DESC_BEATS + 1
+        rd += DESC_BEATS * 8
         if t.load_w:
             dma += lat + sum(_wset_parts(layer, design, t.nrb))
+            rd += _wset_bytes(layer, design, t.nrb)
         if t.load_in:
-            first = g.intr0 * layer.wp + layer.pad[1]
-            dma += g.positions + (max(0, lat - first) if g.introws else 0)
-        steps = t.nrb * math.ceil(g.npix / design.tn)
-        comp += design.tn + kmax + (steps - 1) * max(kmax, d + 1) + d + PIPE_DEPTH + EPI_DEPTH + 1
-    return {"cycles": dma + comp, "cycles_dma": dma, "cycles_compute": comp, "tiles": len(tiles)}
+            rd += g.introws * layer.w * g.cgroups * 8
+        row_pos = g.cgroups * layer.wp  # loader positions per padded row
+        first = g.intr0 * row_pos + layer.pad[1]
+        stall = max(0, lat - first) if g.introws else 0
+
+        def ready(need: int, row_pos=row_pos, first=first, stall=stall, load=t.load_in) -> int:
+            """First compute cycle (from setup start) at which `need` padded rows are loaded."""
+            if not load:
+                return 0
+            end = need * row_pos  # position index one past the row's last
+            return end + (stall if end - 1 >= first else 0)
+
+        start = None
+        ngroups = math.ceil(g.npix / tn)
+        for grp in range(ngroups):
+            last_pix = min((grp + 1) * tn, g.npix) - 1
+            need = min(g.rows, (last_pix // wo) * sh + kh)
+            s0 = max(tn if start is None else start + slot, ready(need))
+            start = s0 + (t.nrb - 1) * slot
+        comp += start + kmax + d + PIPE_DEPTH + EPI_DEPTH + 1
+    ho, wo = layer.out_hw
+    return {"cycles": dma + comp, "cycles_dma": dma, "cycles_compute": comp, "tiles": len(tiles),
+            "bytes_read": rd, "bytes_written": layer.cout * ho * wo * layer.act_bits // 8}

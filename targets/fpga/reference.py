@@ -13,7 +13,7 @@ import numpy as np
 
 from targets.fpga import FpgaError
 
-MULT_BITS = 24  # requantization multiplier: unsigned, normalized into [2^23, 2^24)
+MULT_BITS = 17  # requantization multiplier: unsigned, normalized into [2^16, 2^17) (two DSP48s per lane)
 MAX_SHIFT = 63
 
 
@@ -42,8 +42,8 @@ def requantize(acc, mult, shift, zout: int, relu: bool, out_bits: int) -> np.nda
 
 
 def quantize_multiplier(real_scale: float) -> tuple[int, int]:
-    """real_scale > 0 -> (mult, shift) with real_scale ~= mult / 2^shift, mult in [2^23, 2^24) when the
-    scale allows (shift 1..63); tiny scales keep shift = 63 and a smaller multiplier (possibly 0)."""
+    """real_scale > 0 -> (mult, shift) with real_scale ~= mult / 2^shift (relative error <= 2^-17), mult in
+    [2^16, 2^17) when the scale allows (shift 1..63); tiny scales keep shift = 63 and a smaller multiplier."""
     if not (real_scale > 0 and math.isfinite(real_scale)):
         raise FpgaError(f"requantization scale must be positive and finite, got {real_scale}")
     frac, exp = math.frexp(real_scale)  # real = frac * 2^exp, frac in [0.5, 1)

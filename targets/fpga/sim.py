@@ -1,9 +1,11 @@
 """Cycle-accurate simulation of the accelerator: the RTL Verilated into a shared library with a C++
 harness (sim_harness.cpp: DDR model + clock loop), driven through ctypes.
 
-Builds are cached under pruning.variant.cache_dir() / "verilator" by a content hash of the RTL, the
-harness, the design parameters and the tool flags, and are built in a temporary directory that is
-renamed into place, so concurrent builders never see a half-written library.
+Builds are cached by a content hash of the RTL, the harness, the design parameters and the tool flags
+in the shared hardware cache (targets.fpga.synth.hw_cache_dir() / "verilator", JOULEBENCH_HW_CACHE moves
+it): content-addressed, so every run and test session can reuse them (a test session's JOULEBENCH_CACHE
+is private to it). A build happens in a temporary directory renamed into place, so concurrent builders
+never see a half-written library.
 """
 
 from __future__ import annotations
@@ -38,16 +40,17 @@ BUILD_JOBS = 2
 # register map (byte addresses), see rtl/jb_accel.v
 REG_CTRL, REG_STATUS, REG_PROG, REG_IN, REG_OUT, REG_HWINFO = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14
 COUNTERS = ("cycles", "cycles_dma", "cycles_compute", "bytes_read", "bytes_written", "mac_cycles", "lane_ops",
-            "nz_lane_ops", "weight_nz", "act_nz", "stall_cycles", "out_beats", "epi_ops", "buf_writes")
+            "nz_lane_ops", "weight_nz", "act_nz", "stall_cycles", "out_beats", "epi_ops", "buf_writes",
+            "input_load_cycles", "input_wait_cycles")
 REG_COUNTERS = 0x20  # 64-bit counters, lo/hi word pairs in the order above
 ERRORS = {1: "bad descriptor magic", 2: "program built for another precision",
           3: "tile exceeds the on-chip buffers"}
 
 
 def _cache_root() -> Path:
-    from pruning.variant import cache_dir
+    from targets.fpga.synth import hw_cache_dir
 
-    return cache_dir() / "verilator"
+    return hw_cache_dir() / "verilator"
 
 
 @cache

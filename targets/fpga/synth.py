@@ -4,8 +4,9 @@ family (`xc7`: Zynq-7000, `xcup`: Zynq UltraScale+), cell counts mapped to LUT /
 Reports are cached by a content hash of the RTL, the design point, the family and the Yosys version, in
 a hardware cache shared by every run and test session (JOULEBENCH_HW_CACHE, default
 ~/.cache/joulebench/hw): content-addressed, so sharing is safe. Counts are of the flattened design without
-I/O buffers (the accelerator is an IP inside a block design). Yosys's `sta` gives no usable path delay on
-Xilinx primitives (they carry no timing data), so no timing figure is reported: the clock is the board's.
+I/O buffers (the accelerator is an IP inside a block design). Yosys's `sta` longest arrival (ABC9 delay
+boxes, no placement or routing) is kept as a sanity figure only, never as an Fmax: the clock is the board's.
+`dsp=False` maps multipliers to LUTs: the baseline the add/subtract (ternary/binary) lanes are compared with.
 """
 
 from __future__ import annotations
@@ -48,9 +49,19 @@ class SynthReport:
     cells: dict[str, int] = field(default_factory=dict)
     yosys: str = ""
     seconds: float = 0.0
+    sta_ps: float | None = None  # Yosys sta longest arrival (ps); None when sta cannot time the netlist
+    dsp_mapping: bool = True  # False: synthesized with -nodsp
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def lanes(self) -> int:
+        return int(self.design["tm"]) * int(self.design["tn"])
+
+    def per_lane(self) -> dict[str, float]:
+        """LUT / FF / DSP of the whole design per MAC lane (one of the TM x TN cells)."""
+        return {k: getattr(self, k) / self.lanes for k in ("lut", "ff", "dsp")}
 
 
 def yosys_version() -> str:
@@ -73,8 +84,9 @@ def hw_cache_dir() -> Path:
     return Path(os.environ.get("JOULEBENCH_HW_CACHE") or Path.home() / ".cache" / "joulebench" / "hw")
 
 
-def _cache(design: DesignPoint, family: str) -> Path:
-    key = rtl_digest(design.key().encode(), family.encode(), yosys_version().encode(), b"synth2")
+def _cache(design: DesignPoint, family: str, dsp: bool = True) -> Path:
+    key = rtl_digest(design.key().encode(), family.encode(), yosys_version().encode(), b"synth3",
+                     b"" if dsp else b"nodsp")
     return hw_cache_dir() / "synth" / f"{key}.json"
 
 
@@ -88,10 +100,18 @@ def count(cells: dict[str, int]) -> dict[str, float]:
             "uram": sum(n for c, n in cells.items() if c in URAM)}
 
 
-def synthesize(design: DesignPoint, family: str, *, timeout_s: float = 3600) -> SynthReport:
+def _sta(path: Path) -> float | None:
+    try:
+        m = re.search(r"Latest arrival time in '[^']*' is (\d+)", path.read_text())
+    except OSError:
+        return None
+    return float(m.group(1)) if m else None
+
+
+def synthesize(design: DesignPoint, family: str, *, timeout_s: float = 3600, dsp: bool = True) -> SynthReport:
     if family not in FAMILIES:
         raise FpgaError(f"unsupported FPGA family '{family}' (expected one of {', '.join(FAMILIES)})")
-    cached = _cache(design, family)
+    cached = _cache(design, family, dsp)
     if cached.exists():
         return SynthReport(**json.loads(cached.read_text()))
     exe = _yosys_bin()
@@ -101,24 +121,28 @@ def synthesize(design: DesignPoint, family: str, *, timeout_s: float = 3600) -> 
         for src in rtl_sources():  # yowasp's sandbox reads only files under its working directory
             shutil.copy(src, work / src.name)
         files = " ".join(src.name for src in rtl_sources())
-        script = (f"read_verilog -defer {files}; chparam {params} {TOP}; synth_xilinx -family {family} -top {TOP} -flatten -noiopad; "
-                  "tee -q -o stat.json stat -json")
+        nodsp = "" if dsp else " -nodsp"
+        # sta runs last and on its own: a netlist it cannot time still has its statistics
+        script = (f"read_verilog -defer {files}; chparam {params} {TOP}; "
+                  f"synth_xilinx -family {family} -top {TOP} -flatten -noiopad{nodsp}; "
+                  "tee -q -o stat.json stat -json; tee -q -o sta.txt sta")
         t0 = time.perf_counter()
         try:
             r = subprocess.run([exe, "-q", "-p", script], cwd=work, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise FpgaError(f"Yosys synthesis of {design.label} for {family} took over {timeout_s:.0f}s") from None
-        if r.returncode != 0 or not (work / "stat.json").exists():
+        if not (work / "stat.json").exists():
             tail = (r.stderr or r.stdout).strip().splitlines()
             raise FpgaError(f"Yosys synthesis of {design.label} for {family} failed: {tail[-1] if tail else r.returncode}")
         stat = json.loads((work / "stat.json").read_text())
+        sta = _sta(work / "sta.txt") if r.returncode == 0 else None
         seconds = time.perf_counter() - t0
     mods = stat.get("modules") or {}
     top = mods.get(f"\\{TOP}") or mods.get(TOP) or next(iter(mods.values()), {})
     cells = {k.lstrip("\\"): int(v) for k, v in (top.get("num_cells_by_type") or {}).items()}
     rep = SynthReport(family, asdict(design), **{k: int(v) if k != "bram36" else float(v)
                                                  for k, v in count(cells).items()},
-                      cells=cells, yosys=yosys_version(), seconds=round(seconds, 1))
+                      cells=cells, yosys=yosys_version(), seconds=round(seconds, 1), sta_ps=sta, dsp_mapping=dsp)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(rep.as_dict()))

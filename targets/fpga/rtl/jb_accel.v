@@ -90,14 +90,13 @@ module jb_accel #(
     // narrower datapaths are sized so that kmax <= IDX_DEPTH terms can never overflow
     localparam ACC_W = WMODE <= 1 ? 32 : (WMODE == 2 ? (PW + KB > 32 ? 32 : PW + KB) : (XW + KB > 32 ? 32 : XW + KB));
     localparam NCELL = TM * TN;
-    localparam NDESC = 12;                 // descriptor beats
+    localparam NDESC = 13;                 // descriptor beats
     localparam [15:0] MAGIC = 16'h4A42;
 
     // ---------------------------------------------------------------- register file
     reg [31:0] prog_base, in_base, out_base;
     reg [2:0]  state;
-    localparam ST_IDLE = 3'd0, ST_DESC = 3'd1, ST_DECODE = 3'd2, ST_LOADW = 3'd3, ST_LOADIN = 3'd4,
-               ST_SETUP = 3'd5, ST_COMP = 3'd6;
+    localparam ST_IDLE = 3'd0, ST_DESC = 3'd1, ST_DECODE = 3'd2, ST_LOADW = 3'd3, ST_SETUP = 3'd5, ST_COMP = 3'd6;
     reg        done, err;
     reg [7:0]  err_code;
     reg [15:0] tiles_done;
@@ -119,7 +118,7 @@ module jb_accel #(
 
     // counters: cycles (total = dma + compute), DDR bytes, and the switching activity a power model needs
     reg [63:0] c_cycles, c_dma, c_comp, c_rd, c_wr, c_mac, c_lane, c_nz, c_wnz, c_xnz, c_stall, c_beats,
-               c_epi, c_bufwr;
+               c_epi, c_bufwr, c_inload, c_inwait;
     reg [63:0] desc [0:NDESC-1];  // current tile descriptor: 12 beats = 24 words (layer.py _descriptor)
 
     always @(posedge clk) begin
@@ -145,6 +144,8 @@ module jb_accel #(
             10'h01E: reg_rdata <= c_beats[31:0];   10'h01F: reg_rdata <= c_beats[63:32];
             10'h020: reg_rdata <= c_epi[31:0];     10'h021: reg_rdata <= c_epi[63:32];
             10'h022: reg_rdata <= c_bufwr[31:0];   10'h023: reg_rdata <= c_bufwr[63:32];
+            10'h024: reg_rdata <= c_inload[31:0];  10'h025: reg_rdata <= c_inload[63:32];
+            10'h026: reg_rdata <= c_inwait[31:0];  10'h027: reg_rdata <= c_inwait[63:32];
             default: reg_rdata <= reg_addr[11:7] == 5'b00010 && reg_addr[6:3] < NDESC
                                  ? (reg_addr[2] ? desc[reg_addr[6:3]][63:32] : desc[reg_addr[6:3]][31:0]) : 32'd0;
             endcase
@@ -186,15 +187,21 @@ module jb_accel #(
     wire [15:0] d_coutg   = desc[7][48 +: 16]; // output channel groups in DDR
     wire [31:0] d_pbadv   = desc[8][0 +: 32];  // pixbase step for TN pixels: (TN/Wo)*sh*Wp + (TN%Wo)*sw
     wire [31:0] d_pbwrap  = desc[8][32 +: 32];  // extra step on a row wrap: sh*Wp - Wo*sw
-    wire [31:0] d_outoff  = desc[9][0 +: 32];  // byte offset (from out_base) of the tile's first pixel
+    wire [31:0] d_outoff  = desc[9][0 +: 32];  // byte offset (from out_base): first row-block's channel group, first pixel
     wire [31:0] d_howo    = desc[9][32 +: 32];  // beats between output channel groups
     wire [15:0] d_zout    = desc[10][0 +: 16];
-    wire [31:0] d_inseg   = desc[10][32 +: 32];  // interior beats per input channel group
+    wire [31:0] d_inpos   = desc[11][0 +: 32];   // bank rows written per tile: cgroups * plane
+    wire [15:0] d_need0   = desc[11][32 +: 16];  // input rows the first pixel group needs
+    wire [15:0] d_ecol0   = desc[11][48 +: 16];  // output column of the first group's last pixel
+    wire [15:0] d_needadv = desc[12][0 +: 16];   // (TN / Wo) * sh: needed rows per pixel group (+ sh on a wrap)
 
     // ---------------------------------------------------------------- DDR read requests
+    // Bursts of <= 256 beats over a two-level loop of segments: no outer x ni inner segments of seglen
+    // beats, inner segments istride bytes apart, outer groups ostride bytes apart. Requests run ahead
+    // of the data (one per cycle), so after the first latency the data streams back to back.
     reg        rq_active;
-    reg [31:0] rq_addr, rq_segbase, rq_stride, rq_left, rq_seglen;
-    reg [15:0] rq_nseg;
+    reg [31:0] rq_addr, rq_ibase, rq_obase, rq_istride, rq_ostride, rq_left, rq_seglen;
+    reg [15:0] rq_ni, rq_nin, rq_no;
     wire [31:0] rq_burst = rq_left > 32'd256 ? 32'd256 : rq_left;
     assign rd_req_valid = rq_active;
     assign rd_req_addr = rq_addr;
@@ -203,17 +210,20 @@ module jb_accel #(
     // ---------------------------------------------------------------- controller
     reg [31:0] rx;         // beats accepted in DESC / LOADW
     reg [31:0] tile_ptr;   // byte offset of the current descriptor
-    // LOADIN position walker: bank row q = cg*PLANE + r*Wp + c, visited in address order
-    reg [IAW-1:0] lq;
-    reg [15:0] lc, lr, lcg;
+    // Input loader, running alongside SETUP/COMP: padded rows in order, each row through every channel
+    // group (bank row cg*PLANE + r*Wp + c), so compute can start on a pixel group as soon as the rows
+    // it reads are complete (rows_done). Padding positions are written with zx and consume no beat.
+    reg        ld_active;
+    reg [15:0] lc, lr, lcg, rows_done;
+    reg [IAW-1:0] lrow, lcgoff;  // r*Wp, cg*PLANE
     reg  in_pad;                 // the position (lr, lc) is padding: write zx, consume no DDR beat
     reg  [63:0] zx_beat;         // CG copies of the input zero point
     function pad_at(input [15:0] r, input [15:0] c);
         pad_at = r < d_intr0 || r >= d_intr0 + d_introws || c < d_padl || c >= d_padl + d_W;
     endfunction
-    wire in_wr = state == ST_LOADIN && (in_pad || rd_valid);
-    wire in_lastpos = lcg == d_cgroups - 16'd1 && lr == d_rows - 16'd1 && lc == d_Wp - 16'd1;
-    assign rd_ready = state == ST_DESC || state == ST_LOADW || (state == ST_LOADIN && !in_pad);
+    wire in_wr = ld_active && (in_pad || rd_valid);
+    wire [IAW-1:0] lq = lcgoff + lrow + lc[IAW-1:0];
+    assign rd_ready = state == ST_DESC || state == ST_LOADW || (ld_active && !in_pad);
     wire beat = rd_valid && rd_ready;
     // LOADW routing: [epilogue constants | index entries | weights]
     wire [31:0] lw_e1 = {16'd0, d_nepi};
@@ -229,45 +239,67 @@ module jb_accel #(
     reg [7:0]     sk;
     reg [IAW-1:0] wk_pb;
     reg [15:0]    wk_wo;
-    // COMP issue counters
-    reg        iss_done;
-    reg [15:0] cj, cb, crem, cgpix;
+    // COMP issue: pixel groups (TN pixels) outer, row-blocks inner, one step per (group, row-block).
+    // A step owns a fixed slot of steplen = max(kmax, drain beats + 1) cycles, so a step's accumulators
+    // are always captured after the previous step has drained (no stall when the write port keeps up);
+    // the first step of a group waits until the loader has completed the input rows the group reads.
+    reg        iss_done, stepping;
+    reg [15:0] cj, cb, crem, cgpix, st, steplen, cneed, ecol;
     reg [IXW-1:0] ibase;
     reg [WAW-1:0] wbase;
     wire       pipe_en;
     wire       all_idle;
-    wire       iss = state == ST_COMP && !iss_done;
-    wire       i_last = cj == d_kmax - 16'd1;
     wire       i_lastg = crem <= TN;
+    wire [15:0] need = i_lastg ? d_rows : cneed;
+    wire       can_start = state == ST_COMP && !iss_done && !stepping && (cb != 0 || rows_done >= need);
+    wire [15:0] i_col = stepping ? cj : 16'd0;
+    wire       iss = pipe_en && (can_start || (stepping && cj < d_kmax));
+    wire       i_last = i_col == d_kmax - 16'd1;
     wire       i_lastb = cb == d_nrb - 16'd1;
     wire [7:0] i_nval = crem < TN ? crem[7:0] : TN[7:0];
+    wire       step_end = stepping && st == steplen - 16'd1;
+
+    task start_input;  // at SETUP entry: the loader and its requests, or the tile input is resident
+        begin
+            if (d_loadin) begin
+                ld_active <= 1; lc <= 0; lr <= 0; lcg <= 0; lrow <= 0; lcgoff <= 0; rows_done <= 0;
+                in_pad <= pad_at(16'd0, 16'd0);
+                rq_active <= d_introws != 0 && d_W != 0; rq_addr <= in_base + d_inoff; rq_ibase <= in_base + d_inoff;
+                rq_obase <= in_base + d_inoff; rq_left <= d_W; rq_seglen <= d_W; rq_istride <= d_incgs;
+                rq_ostride <= {d_W, 3'b000}; rq_ni <= d_cgroups; rq_nin <= d_cgroups; rq_no <= d_introws;
+            end else begin
+                rows_done <= d_rows;
+            end
+        end
+    endtask
 
     function decode_ok(input dummy);  // the tile fits the buffers and was built for this hardware
         decode_ok = d_magic == MAGIC && d_wmode == WMODE[2:0] && d_a16 == (ABITS == 16)
-                    && d_nrb != 0 && d_nrb <= RB_DEPTH && d_kmax != 0
-                    && (d_shared ? {16'd0, d_kmax} : {16'd0, d_kmax} * d_nrb) <= IDX_DEPTH
-                    && {16'd0, d_kmax} * d_nrb <= W_DEPTH && d_cgroups * d_plane <= IN_DEPTH && d_npix != 0;
+                    && d_nrb != 0 && d_nrb <= RB_DEPTH && d_kmax != 0 && d_kmax <= W_DEPTH
+                    && d_nidx <= IDX_DEPTH / 2 && d_nw <= WROWS * BPW && d_inpos <= IN_DEPTH && d_npix != 0;
     endfunction
 
     always @(posedge clk) begin
         if (rst) begin
             state <= ST_IDLE; done <= 0; err <= 0; err_code <= 0; tiles_done <= 0;
-            rq_active <= 0; iss_done <= 1;
+            rq_active <= 0; iss_done <= 1; ld_active <= 0; stepping <= 0;
         end else begin
-            // request engine: bursts of <= 256 beats over nseg segments of seglen beats, stride bytes apart
             if (rq_active && rd_req_ready) begin
                 if (rq_left > 32'd256) begin
                     rq_addr <= rq_addr + 32'd2048; rq_left <= rq_left - 32'd256;
-                end else if (rq_nseg > 16'd1) begin
-                    rq_segbase <= rq_segbase + rq_stride; rq_addr <= rq_segbase + rq_stride;
-                    rq_left <= rq_seglen; rq_nseg <= rq_nseg - 16'd1;
+                end else if (rq_ni > 16'd1) begin
+                    rq_ibase <= rq_ibase + rq_istride; rq_addr <= rq_ibase + rq_istride;
+                    rq_left <= rq_seglen; rq_ni <= rq_ni - 16'd1;
+                end else if (rq_no > 16'd1) begin
+                    rq_obase <= rq_obase + rq_ostride; rq_ibase <= rq_obase + rq_ostride;
+                    rq_addr <= rq_obase + rq_ostride; rq_left <= rq_seglen; rq_ni <= rq_nin; rq_no <= rq_no - 16'd1;
                 end else rq_active <= 0;
             end
             case (state)
                 ST_IDLE: if (start) begin
                     state <= ST_DESC; done <= 0; err <= 0; err_code <= 0; tiles_done <= 0;
                     tile_ptr <= 0; rx <= 0;
-                    rq_active <= 1; rq_addr <= prog_base; rq_left <= NDESC; rq_nseg <= 1;
+                    rq_active <= 1; rq_addr <= prog_base; rq_left <= NDESC; rq_ni <= 1; rq_no <= 1;
                 end
                 ST_DESC: if (beat) begin
                     desc[rx[3:0]] <= rd_data;
@@ -282,13 +314,10 @@ module jb_accel #(
                         err_code <= d_magic != MAGIC ? 8'd1 : (d_wmode != WMODE[2:0] || d_a16 != (ABITS == 16)) ? 8'd2 : 8'd3;
                     end else if (d_loadw) begin
                         state <= ST_LOADW; erb <= 0; er <= 0; ia <= 0; wq <= 0; wpart <= 0;
-                        rq_active <= 1; rq_addr <= prog_base + d_wset; rq_left <= lw_tot; rq_nseg <= 1;
-                    end else if (d_loadin) begin
-                        state <= ST_LOADIN; lq <= 0; lc <= 0; lr <= 0; lcg <= 0; in_pad <= pad_at(16'd0, 16'd0);
-                        rq_active <= d_inseg != 0; rq_addr <= in_base + d_inoff; rq_segbase <= in_base + d_inoff;
-                        rq_left <= d_inseg; rq_seglen <= d_inseg; rq_stride <= d_incgs; rq_nseg <= d_cgroups;
+                        rq_active <= 1; rq_addr <= prog_base + d_wset; rq_left <= lw_tot; rq_ni <= 1; rq_no <= 1;
                     end else begin
                         state <= ST_SETUP; sk <= 0; wk_pb <= 0; wk_wo <= 0;
+                        start_input;
                     end
                 end
                 ST_LOADW: if (beat) begin
@@ -302,31 +331,9 @@ module jb_accel #(
                         wcol[wpart * 64 +: 64] <= rd_data;
                     end
                     if (rx == lw_tot - 1) begin
-                        if (d_loadin) begin
-                            state <= ST_LOADIN; lq <= 0; lc <= 0; lr <= 0; lcg <= 0; in_pad <= pad_at(16'd0, 16'd0);
-                            rq_active <= d_inseg != 0; rq_addr <= in_base + d_inoff; rq_segbase <= in_base + d_inoff;
-                            rq_left <= d_inseg; rq_seglen <= d_inseg; rq_stride <= d_incgs; rq_nseg <= d_cgroups;
-                        end else begin
-                            state <= ST_SETUP; sk <= 0; wk_pb <= 0; wk_wo <= 0;
-                        end
+                        state <= ST_SETUP; sk <= 0; wk_pb <= 0; wk_wo <= 0;
+                        start_input;
                     end
-                end
-                ST_LOADIN: if (in_wr) begin
-                    lq <= lq + 1'b1;
-                    if (lc != d_Wp - 16'd1) begin
-                        lc <= lc + 16'd1;
-                        in_pad <= pad_at(lr, lc + 16'd1);
-                    end else begin
-                        lc <= 0;
-                        if (lr != d_rows - 16'd1) begin
-                            lr <= lr + 16'd1;
-                            in_pad <= pad_at(lr + 16'd1, 16'd0);
-                        end else begin
-                            lr <= 0; lcg <= lcg + 16'd1;
-                            in_pad <= pad_at(16'd0, 16'd0);
-                        end
-                    end
-                    if (in_lastpos) begin state <= ST_SETUP; sk <= 0; wk_pb <= 0; wk_wo <= 0; end
                 end
                 ST_SETUP: begin
                     // lane sk starts at tile pixel sk (g_bank latches the walker), TN cycles
@@ -337,22 +344,34 @@ module jb_accel #(
                     end
                     sk <= sk + 8'd1;
                     if (sk == TN - 1) begin
-                        state <= ST_COMP; iss_done <= 0; cj <= 0; cb <= 0; crem <= d_npix; cgpix <= 0;
-                        ibase <= 0; wbase <= 0;
+                        state <= ST_COMP; iss_done <= 0; stepping <= 0; cj <= 0; cb <= 0; crem <= d_npix; cgpix <= 0;
+                        ibase <= 0; wbase <= 0; cneed <= d_need0; ecol <= d_ecol0;
+                        steplen <= d_kmax > NGRP * TN ? d_kmax : NGRP * TN + 1;
                     end
                 end
                 ST_COMP: begin
-                    if (iss && pipe_en) begin
-                        if (!i_last) cj <= cj + 16'd1;
-                        else begin
-                            cj <= 0;
-                            if (!i_lastg) begin
-                                crem <= crem - TN; cgpix <= cgpix + TN;
-                            end else begin
-                                crem <= d_npix; cgpix <= 0; cb <= cb + 16'd1;
-                                ibase <= ibase + (d_shared ? {IXW{1'b0}} : d_kmax[IXW-1:0]);
-                                wbase <= wbase + d_kmax[WAW-1:0];
-                                if (i_lastb) iss_done <= 1;
+                    if (pipe_en) begin
+                        if (can_start) begin
+                            stepping <= 1; st <= 16'd1; cj <= 16'd1;
+                        end else if (stepping) begin
+                            if (cj < d_kmax) cj <= cj + 16'd1;
+                            st <= st + 16'd1;
+                            if (step_end) begin
+                                stepping <= 0; cj <= 0;
+                                if (!i_lastb) begin
+                                    cb <= cb + 16'd1;
+                                    ibase <= ibase + (d_shared ? {IXW{1'b0}} : d_kmax[IXW-1:0]);
+                                    wbase <= wbase + d_kmax[WAW-1:0];
+                                end else begin  // next pixel group
+                                    cb <= 0; ibase <= 0; wbase <= 0;
+                                    crem <= crem - TN; cgpix <= cgpix + TN;
+                                    if (ecol + d_dr >= d_Wo) begin
+                                        ecol <= ecol + d_dr - d_Wo; cneed <= cneed + d_needadv + d_sh;
+                                    end else begin
+                                        ecol <= ecol + d_dr; cneed <= cneed + d_needadv;
+                                    end
+                                    if (i_lastg) iss_done <= 1;
+                                end
                             end
                         end
                     end
@@ -362,12 +381,29 @@ module jb_accel #(
                             state <= ST_IDLE; done <= 1;
                         end else begin
                             state <= ST_DESC; rx <= 0; tile_ptr <= tile_ptr + NDESC * 8;
-                            rq_active <= 1; rq_addr <= prog_base + tile_ptr + NDESC * 8; rq_left <= NDESC; rq_nseg <= 1;
+                            rq_active <= 1; rq_addr <= prog_base + tile_ptr + NDESC * 8; rq_left <= NDESC;
+                            rq_ni <= 1; rq_no <= 1;
                         end
                     end
                 end
                 default: state <= ST_IDLE;
             endcase
+            if (in_wr) begin
+                if (lc != d_Wp - 16'd1) begin
+                    lc <= lc + 16'd1;
+                    in_pad <= pad_at(lr, lc + 16'd1);
+                end else begin
+                    lc <= 0;
+                    in_pad <= pad_at(lr + (lcg == d_cgroups - 16'd1), 16'd0);
+                    if (lcg != d_cgroups - 16'd1) begin
+                        lcg <= lcg + 16'd1; lcgoff <= lcgoff + d_plane[IAW-1:0];
+                    end else begin  // row complete in every channel group
+                        lcg <= 0; lcgoff <= 0; lr <= lr + 16'd1; lrow <= lrow + d_Wp[IAW-1:0];
+                        rows_done <= lr + 16'd1;
+                        if (lr == d_rows - 16'd1) ld_active <= 0;
+                    end
+                end
+            end
         end
     end
 
@@ -387,14 +423,14 @@ module jb_accel #(
 
     // index table: (c:16, ki:8, kj:8) per entry, two entries per 64-bit row
     wire [63:0] idx_rd;
-    wire [IXW-1:0] i_addr = ibase + cj[IXW-1:0];
+    wire [IXW-1:0] i_addr = ibase + i_col[IXW-1:0];
     jb_ram #(.W(64), .D(IDX_DEPTH / 2)) idx_ram (
         .clk(clk), .we(state == ST_LOADW && beat && rx >= lw_e1 && rx < lw_e2), .wa(ia), .wd(rd_data),
-        .re(iss && pipe_en), .ra(i_addr[IXW-1:1]), .rd(idx_rd));
+        .re(iss), .ra(i_addr[IXW-1:1]), .rd(idx_rd));
 
     // packed weights: a row holds WPB words (narrow words) or one word assembled from BPW beats
     wire [MW-1:0] w_rd;
-    wire [WAW-1:0] w_addr = wbase + cj[WAW-1:0];
+    wire [WAW-1:0] w_addr = wbase + i_col[WAW-1:0];
     wire [MW-1:0] w_wd;
     generate
         if (BPW > 1) begin : g_wwide
@@ -405,14 +441,14 @@ module jb_accel #(
     endgenerate
     jb_ram #(.W(MW), .D(WROWS)) w_ram (
         .clk(clk), .we(state == ST_LOADW && beat && rx >= lw_e2 && wpart == BPW - 1), .wa(wq), .wd(w_wd),
-        .re(iss && pipe_en), .ra(w_addr[WAW-1:WAW-WRW]), .rd(w_rd));
+        .re(iss), .ra(w_addr[WAW-1:WAW-WRW]), .rd(w_rd));
 
     // ---------------------------------------------------------------- compute pipeline
-    reg  s1_v, s1_first, s1_last, s1_lastg, s1_half;
+    reg  s1_v, s1_first, s1_last, s1_lastb, s1_half;
     reg  [15:0] s1_b, s1_gpix;
     reg  [7:0]  s1_nval;
     reg  [WAW-1:0] s1_waddr;
-    reg  s2_v, s2_first, s2_last, s2_lastg;
+    reg  s2_v, s2_first, s2_last, s2_lastb;
     reg  [15:0] s2_b, s2_gpix;
     reg  [7:0]  s2_nval;
     reg  [IAW-1:0] s2_rowoff;
@@ -460,18 +496,16 @@ module jb_accel #(
     generate
         for (gl = 0; gl < TN; gl = gl + 1) begin : g_bank
             // lane state: bank row of the lane's current output pixel (ho*sh*Wp + wo*sw) and its column wo
-            reg [IAW-1:0] pb, ipb;
-            reg [15:0]    wo, iwo;
+            reg [IAW-1:0] pb;
+            reg [15:0]    wo;
             always @(posedge clk) begin : lane
                 reg [15:0] wo_n;
                 wo_n = wo + d_dr;
                 if (state == ST_SETUP && sk == gl) begin
-                    ipb <= wk_pb; iwo <= wk_wo; pb <= wk_pb; wo <= wk_wo;
-                end else if (pipe_en && s2_v && s2_last) begin
-                    // next pixel group (TN pixels on) once the step's last column has read the banks
-                    if (s2_lastg) begin
-                        pb <= ipb; wo <= iwo;
-                    end else if (wo_n >= d_Wo) begin
+                    pb <= wk_pb; wo <= wk_wo;
+                end else if (pipe_en && s2_v && s2_last && s2_lastb) begin
+                    // next pixel group (TN pixels on) once the group's last step has read the banks
+                    if (wo_n >= d_Wo) begin
                         pb <= pb + d_pbadv[IAW-1:0] + d_pbwrap[IAW-1:0]; wo <= wo_n - d_Wo;
                     end else begin
                         pb <= pb + d_pbadv[IAW-1:0]; wo <= wo_n;
@@ -499,9 +533,9 @@ module jb_accel #(
         if (rst) begin
             s1_v <= 0; s2_v <= 0; s3_v <= 0; s4_v <= 0; s5_v <= 0; s6_cap <= 0;
         end else if (pipe_en) begin
-            s1_v <= iss; s1_first <= cj == 0; s1_last <= i_last; s1_lastg <= i_lastg; s1_half <= i_addr[0];
+            s1_v <= iss; s1_first <= i_col == 0; s1_last <= i_last; s1_lastb <= i_lastb; s1_half <= i_addr[0];
             s1_b <= cb; s1_gpix <= cgpix; s1_nval <= i_nval; s1_waddr <= w_addr;
-            s2_v <= s1_v; s2_first <= s1_first; s2_last <= s1_last; s2_lastg <= s1_lastg;
+            s2_v <= s1_v; s2_first <= s1_first; s2_last <= s1_last; s2_lastb <= s1_lastb;
             s2_b <= s1_b; s2_gpix <= s1_gpix; s2_nval <= s1_nval;
             s2_rowoff <= s1_rowoff; s2_csel <= s1_c[LCG-1:0]; s2_w <= s1_w;
             s3_v <= s2_v; s3_first <= s2_first; s3_last <= s2_last;
@@ -580,8 +614,10 @@ module jb_accel #(
             x = v - ((v >> 1) & 64'h5555555555555555);
             x = (x & 64'h3333333333333333) + ((x >> 2) & 64'h3333333333333333);
             x = (x + (x >> 4)) & 64'h0F0F0F0F0F0F0F0F;
-            x = x * 64'h0101010101010101;
-            popcount = x[63:56];
+            x = x + (x >> 8);
+            x = x + (x >> 16);
+            x = x + (x >> 32);
+            popcount = x[7:0];
         end
     endfunction
     wire [TM-1:0] wnz4;  // S4 row with a non-zero weight
@@ -593,8 +629,17 @@ module jb_accel #(
 
     // ---------------------------------------------------------------- epilogue drain
     reg [TM*64-1:0] eparam;
-    reg [15:0] dr_b, dr_gpix;
+    reg [15:0] dr_gpix;
     reg [7:0]  dr_nval, dl;
+    // output position of the drained row-block, advanced by adds as row-blocks follow each other:
+    // first channel, its channel group and slot in the beat, the group's byte address at tile pixel 0
+    reg [15:0] dr_ch0, dr_cgo;
+    reg [LCG-1:0] dr_slot;
+    reg [31:0] dr_obase;
+    // the same for the beat group dgi being drained
+    reg [15:0] dr_gch, dr_gcgo;
+    reg [31:0] dr_gaddr;
+    wire [31:0] howo8 = d_howo << 3;
     reg [$clog2(NGRP+1)-1:0] dgi;
     reg        e1_v, e2_v, e3_v, e4_v;
     reg        e1_o, e2_o, e3_o, e4_o;  // stage occupied (valid or skipped beat): a fixed drain tail
@@ -602,18 +647,15 @@ module jb_accel #(
     reg [7:0]  e1_strb, e2_strb, e3_strb, e4_strb;
     reg [LCG-1:0] e1_slot, e2_slot, e3_slot, e4_slot;
     wire epi_en = !e4_v || wr_ready;
-    wire [15:0] dr_cbase = ((d_rb0 + dr_b) << $clog2(TM)) + dgi * NU;   // channel of requant lane 0
-    wire [15:0] dr_cgo = dr_cbase >> LCG;
-    wire [LCG-1:0] dr_slot = dr_cbase[LCG-1:0];
     wire [15:0] dr_pix = dr_gpix + dl;
-    wire dr_valid = dl < dr_nval && dr_cgo < d_coutg;
-    wire [31:0] dr_addr = out_base + d_outoff + ((dr_cgo * d_howo + dr_pix) << 3);
+    wire dr_valid = dl < dr_nval && dr_gcgo < d_coutg;
+    wire [31:0] dr_addr = dr_gaddr + {dr_pix, 3'b000};
     reg  [7:0] dr_strb;
     integer iu;
     always @* begin
         dr_strb = 0;
         for (iu = 0; iu < NU; iu = iu + 1)
-            if (dr_cbase + iu < d_cout)
+            if (dr_gch + iu < d_cout)
                 dr_strb = dr_strb | ((ABITS == 8 ? 8'h01 : 8'h03) << ((dr_slot + iu) * (ABITS / 8)));
     end
     wire [NU*ABITS-1:0] yv;
@@ -637,7 +679,7 @@ module jb_accel #(
             end
             jb_requant #(.ACC_W(ACC_W), .OB(ABITS)) rq (
                 .clk(clk), .en(epi_en), .occ({e3_o, e2_o, e1_o, drain_busy}), .acc(hv),
-                .bias(prm[31:0]), .mult(prm[55:32]), .shift(prm[61:56]), .zout(d_zout), .relu(d_relu),
+                .bias(prm[31:0]), .mult(prm[48:32]), .shift(prm[61:56]), .zout(d_zout), .relu(d_relu),
                 .y(yv[gr*ABITS +: ABITS]));
         end
     endgenerate
@@ -654,16 +696,40 @@ module jb_accel #(
             drain_busy <= 0; e1_v <= 0; e2_v <= 0; e3_v <= 0; e4_v <= 0;
             e1_o <= 0; e2_o <= 0; e3_o <= 0; e4_o <= 0;
         end else begin
-            if (cap) begin
+            if (cap) begin : capture
+                reg [15:0] ch0, cgo;
+                reg [LCG-1:0] slot;
+                reg [31:0] obase;
+                ch0 = dr_ch0; cgo = dr_cgo; slot = dr_slot; obase = dr_obase;
+                if (s6_b == 0) begin  // a pixel group's first row-block: the tile's first channels
+                    ch0 = d_rb0 << $clog2(TM);
+                    cgo = ch0 >> LCG;
+                    slot = ch0[LCG-1:0];
+                    obase = out_base + d_outoff;
+                end else if (TM >= CG) begin  // the next row-block: TM channels on
+                    ch0 = ch0 + TM;
+                    cgo = cgo + TM / CG;
+                    obase = obase + (howo8 << $clog2(TM / CG));
+                end else begin
+                    ch0 = ch0 + TM;
+                    if (slot + TM == CG) begin
+                        slot = 0; cgo = cgo + 16'd1; obase = obase + howo8;
+                    end else slot = slot + TM;
+                end
+                dr_ch0 <= ch0; dr_cgo <= cgo; dr_slot <= slot; dr_obase <= obase;
+                dr_gch <= ch0; dr_gcgo <= cgo; dr_gaddr <= obase;
                 eparam <= epi_rd;
                 drain_busy <= 1; dgi <= 0; dl <= 0;
-                dr_b <= s6_b; dr_gpix <= s6_gpix; dr_nval <= s6_nval;
+                dr_gpix <= s6_gpix; dr_nval <= s6_nval;
             end else if (drain_busy && epi_en) begin
                 if (dl != TN - 1) dl <= dl + 8'd1;
                 else begin
                     dl <= 0;
                     if (dgi == NGRP - 1) drain_busy <= 0;
-                    else dgi <= dgi + 1'b1;
+                    else begin
+                        dgi <= dgi + 1'b1;
+                        dr_gch <= dr_gch + NU; dr_gcgo <= dr_gcgo + 16'd1; dr_gaddr <= dr_gaddr + howo8;
+                    end
                 end
             end
             if (epi_en) begin
@@ -678,7 +744,7 @@ module jb_accel #(
 
     // ---------------------------------------------------------------- counters
     wire busy = state != ST_IDLE;
-    wire in_dma = state == ST_DESC || state == ST_DECODE || state == ST_LOADW || state == ST_LOADIN;
+    wire in_dma = state == ST_DESC || state == ST_DECODE || state == ST_LOADW;
     reg [3:0] strb_bytes;
     integer ib;
     always @* begin
@@ -688,7 +754,7 @@ module jb_accel #(
     always @(posedge clk) begin
         if (rst || start) begin
             c_cycles <= 0; c_dma <= 0; c_comp <= 0; c_rd <= 0; c_wr <= 0; c_mac <= 0; c_lane <= 0; c_nz <= 0;
-            c_wnz <= 0; c_xnz <= 0; c_stall <= 0; c_beats <= 0; c_epi <= 0; c_bufwr <= 0;
+            c_wnz <= 0; c_xnz <= 0; c_stall <= 0; c_beats <= 0; c_epi <= 0; c_bufwr <= 0; c_inload <= 0; c_inwait <= 0;
         end else begin
             if (busy) c_cycles <= c_cycles + 1;
             if (in_dma) c_dma <= c_dma + 1;
@@ -709,6 +775,8 @@ module jb_accel #(
                 c_xnz <= c_xnz + xnz;
             end
             if (!pipe_en) c_stall <= c_stall + 1;
+            if (ld_active) c_inload <= c_inload + 1;  // overlaps compute
+            if (state == ST_COMP && !iss_done && !stepping && !can_start) c_inwait <= c_inwait + 1;
             // buffer row writes (SRAM write activity): input rows land in all TN bank copies
             if (in_wr) c_bufwr <= c_bufwr + TN;
             else if (state == ST_LOADW && beat && (rx < lw_e2 || wpart == BPW - 1)) c_bufwr <= c_bufwr + 1;

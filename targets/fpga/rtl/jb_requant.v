@@ -1,7 +1,8 @@
 // One epilogue lane: bias, fixed-point requantization, ReLU, saturation. Bit-exact with
 // targets/fpga/reference.py:requantize (the single definition of the rounding):
 //   t = acc + bias                                  (33-bit exact)
-//   v = (t * mult + 2^(shift-1)) >>> shift          (round half up, arithmetic shift, shift in 1..63)
+//   v = (t * mult + 2^(shift-1)) >>> shift          (round half up, arithmetic shift, shift in 1..63;
+//                                                    mult 17-bit unsigned: two DSP48 per lane)
 //   y = clamp(relu ? max(v + zout, zout) : v + zout, -2^(OB-1), 2^(OB-1)-1)
 // Four register stages (t, product, shifted, saturated), advanced by `en` (the output write port can
 // stall the epilogue); a stage only loads when the stage before it holds a beat (occ), which also
@@ -16,7 +17,7 @@ module jb_requant #(
     input  wire [3:0]              occ,    // stage inputs occupied: {e3, e2, e1, drain}
     input  wire signed [ACC_W-1:0] acc,
     input  wire signed [31:0]      bias,
-    input  wire [23:0]             mult,
+    input  wire [16:0]             mult,
     input  wire [5:0]              shift,
     input  wire signed [15:0]      zout,
     input  wire                    relu,
@@ -26,12 +27,12 @@ module jb_requant #(
     localparam signed [63:0] QMIN = -(64'sd1 <<< (OB - 1));
 
     reg signed [32:0] t;
-    reg        [23:0] m1;
+    reg        [16:0] m1;
     reg        [5:0]  s1, s2;
-    reg signed [57:0] p;
+    reg signed [50:0] p;
     reg signed [63:0] v;
 
-    wire signed [24:0] mult_s = {1'b0, m1};
+    wire signed [17:0] mult_s = {1'b0, m1};
     wire signed [63:0] p64 = p;
     wire signed [63:0] rnd = 64'sd1 <<< (s2 - 6'd1);
     wire signed [63:0] z64 = zout;
