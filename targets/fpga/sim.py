@@ -236,7 +236,7 @@ class Simulator:
     def run_layer(self, layer: QLayer, x: np.ndarray) -> LayerRun:
         return self.run_program(pack(layer, self.design), x)
 
-    def run_program(self, program: Program, x: np.ndarray, max_cycles: int = 1 << 40) -> LayerRun:
+    def run_program(self, program: Program, x: np.ndarray, max_cycles: int | None = None) -> LayerRun:
         if program.meta.get("design_key") != self.design.key():
             raise FpgaError(f"program was packed for design {program.meta.get('design_key')}, "
                             f"simulator is {self.design.key()} ({self.design.label})")
@@ -250,6 +250,9 @@ class Simulator:
         lib.jb_ddr_write(h, in_base, inp, len(inp))
         for reg, v in ((REG_PROG, prog_base), (REG_IN, in_base), (REG_OUT, out_base)):
             self.reg_write(reg, v)
+        if max_cycles is None:  # generous: every lane but one idle, every byte a cycle, 16x over
+            moved = len(program.image) + len(inp) + program.out_bytes
+            max_cycles = 16 * (int(program.meta.get("macs", 0)) // self.design.tm + moved) + 1_000_000
         t0 = time.perf_counter()
         self.reg_write(REG_CTRL, 1)
         n = int(lib.jb_run(h, max_cycles))

@@ -150,6 +150,15 @@ def synthesize(design: DesignPoint, family: str, *, timeout_s: float = 3600, dsp
     return rep
 
 
+def marginal_per_lane(smaller: SynthReport, larger: SynthReport) -> dict[str, float]:
+    """LUT / FF / DSP / BRAM36 each added MAC lane costs: the difference of two array sizes of the same
+    design point divided by the added lanes (the controller, buffers and epilogue cancel out)."""
+    lanes = larger.lanes - smaller.lanes
+    if lanes <= 0 or larger.family != smaller.family:
+        raise FpgaError("marginal_per_lane needs a larger array of the same family")
+    return {k: (getattr(larger, k) - getattr(smaller, k)) / lanes for k in ("lut", "ff", "dsp", "bram36")}
+
+
 def fits(report: SynthReport, part: dict) -> str | None:
     """None if the design fits `part` ({lut, ff, dsp, bram36, uram}), else one line naming each resource short."""
     short = [f"{k.upper()} {getattr(report, k):,g} needed, {part[k]:,g} available"

@@ -15,22 +15,28 @@
 // ([C/CG][H][W][CG]); a channel is picked out of the beat by the column's c mod CG. Padding is written
 // into the banks as the input zero point zx, and every lane subtracts zx, so padding contributes 0.
 //
-// Weights: int16 / int8 / int4 multiply (DSP48 inference for int16/int8), ternary / binary are an
-// add / subtract / skip of the activation in a single carry chain per cell (no multiplier), with an
-// accumulator only as wide as the longest sum can need (never overflows, so it equals int32).
+// Weights: int16 / int8 / int4 multiply-accumulate in one cell each (Yosys maps int16/int8 cells to one
+// DSP48 each: multiplier, post-adder, P register); ternary / binary cells add, subtract or skip the
+// activation in one carry chain (no multiplier), with an accumulator only as wide as the longest sum
+// can need (kmax <= IDX_DEPTH terms: never overflows, so it equals int32 accumulation).
 //
 // Pipeline (advanced together by pipe_en):
 //   S0 issue (index + weight RAM read) -> S1 decode column, coloffset = (c/CG)*PLANE + ki*Wp + kj
-//   -> S2 lane addresses, bank read -> S3 channel select, x - zx -> S4 multiply (or operand register)
-//   -> S5 accumulate -> capture into the hold registers -> epilogue drain (one 64-bit output beat per
-//   cycle through NU requantization lanes, jb_requant) -> DDR write port.
-// The hold registers let the next row-block/pixel-group accumulate while the previous one drains; the
-// pipeline stalls only if a step finishes before the previous drain (kmax < TN*NGRP beats).
+//   -> S2 lane addresses, bank read -> S3 channel select, x - zx -> S4 operand registers (shared by a
+//   row / lane) -> S5 multiply-accumulate -> capture into the hold registers -> epilogue drain: the
+//   hold registers shift one lane per cycle into NU requantization lanes (jb_requant), one 64-bit
+//   output beat per cycle -> DDR write port.
+// Schedule: pixel groups of TN pixels outer, row-blocks inner; each (group, row-block) step owns a
+// slot of max(kmax, D + 1) cycles (D = TN * TM / NU drain beats), so the next step's accumulators are
+// captured only after the previous drain: the hold registers let the array keep accumulating while
+// a step drains, and the timing stays analytic (layer.py: expected_cycles).
 //
 // The controller walks a descriptor list in DDR (a program, see targets/fpga/layer.py:pack): per tile
-// it fetches a 12-beat descriptor, optionally loads epilogue constants + index table + packed weights
-// (one contiguous burst stream) and the input tile (padding inserted on the fly), then computes.
-// DMA and compute phases do not overlap; every cycle is counted in exactly one of the two counters.
+// it fetches a 13-beat descriptor and, when the tile needs them, loads epilogue constants + index table
+// + packed weights (one contiguous burst stream); then the input loader streams the tile's padded rows
+// (every channel group of a row before the next row; padding written as zx) while the array computes:
+// a pixel group starts as soon as the rows it reads are complete. Descriptor and weight phases count
+// as DMA cycles, everything from then on as compute cycles (the input load overlaps them).
 `default_nettype none
 module jb_accel #(
     parameter TM = 16,          // output channels per row-block (power of two)

@@ -23,19 +23,20 @@ module jb_requant #(
     input  wire                    relu,
     output reg  [OB-1:0]           y
 );
-    localparam signed [63:0] QMAX = (64'sd1 <<< (OB - 1)) - 64'sd1;
-    localparam signed [63:0] QMIN = -(64'sd1 <<< (OB - 1));
+    // widths: |t| <= 2^32, mult < 2^17, so |p| < 2^49; for shift >= 50 the rounded shift of p is 0 exactly
+    // as it is at 50, so the shift is clamped to 50 and everything fits 51 bits
+    localparam signed [50:0] QMAX = (51'sd1 <<< (OB - 1)) - 51'sd1;
+    localparam signed [50:0] QMIN = -(51'sd1 <<< (OB - 1));
 
     reg signed [32:0] t;
     reg        [16:0] m1;
     reg        [5:0]  s1, s2;
     reg signed [50:0] p;
-    reg signed [63:0] v;
+    reg signed [50:0] v;
 
     wire signed [17:0] mult_s = {1'b0, m1};
-    wire signed [63:0] p64 = p;
-    wire signed [63:0] rnd = 64'sd1 <<< (s2 - 6'd1);
-    wire signed [63:0] z64 = zout;
+    wire signed [50:0] rnd = 51'sd1 <<< (s2 - 6'd1);
+    wire signed [50:0] z51 = zout;
 
     always @(posedge clk) begin
         if (en && occ[0]) begin
@@ -45,13 +46,13 @@ module jb_requant #(
         end
         if (en && occ[1]) begin
             p <= t * mult_s;
-            s2 <= s1;
+            s2 <= s1 > 6'd50 ? 6'd50 : s1;
         end
-        if (en && occ[2]) v <= (p64 + rnd) >>> s2;
+        if (en && occ[2]) v <= (p + rnd) >>> s2;
         if (en && occ[3]) begin : sat
-            reg signed [63:0] yv, yr;
-            yv = v + z64;
-            yr = (relu && yv < z64) ? z64 : yv;
+            reg signed [50:0] yv, yr;
+            yv = v + z51;
+            yr = (relu && yv < z51) ? z51 : yv;
             y <= yr > QMAX ? QMAX[OB-1:0] : (yr < QMIN ? QMIN[OB-1:0] : yr[OB-1:0]);
         end
     end
