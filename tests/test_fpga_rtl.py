@@ -196,6 +196,19 @@ def test_odd_shapes(name):
     assert run.y.shape == (cout, *layer.out_hw)
 
 
+@pytest.mark.parametrize("latency", [1, 100, 400])
+def test_closed_form_at_any_ddr_latency(latency):
+    """A long DDR latency stalls the input loader before its first interior row; the closed form follows."""
+    rng = np.random.default_rng(latency)
+    layer, _ = make_layer(rng, I8, 12, 16, (12, 10), stride=2, sparsity=0.5)
+    x = rng.integers(-128, 128, size=(16, 12, 10))
+    with Simulator(I8, latency=latency) as sim:
+        run = sim.run_layer(layer, x)
+    assert np.array_equal(run.y, run_reference(layer, x))
+    assert run.cycles == expected_cycles(layer, I8, latency=latency)["cycles"]
+    assert run.activity["input_wait_cycles"] > (latency if latency > 50 else 0)
+
+
 def test_relu_saturation_and_rounding_edges():
     """Requantization edges through the hardware: saturation both ways, ReLU at the output zero point,
     round-half-up ties and the largest shift."""
