@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 
 import torch
 
@@ -15,7 +17,7 @@ from pruning.schemes import apply_masks, prune
 from pruning.schemes.layers import prunable_layers, weighted_layers
 from pruning.spec import CompressionSpec
 from pruning.train import OnEpoch, TrainConfig, accuracy, admm_prune, iterative_prune, train
-from pruning.variant import ModelSpec, Variant, tensor_digest
+from pruning.variant import ModelSpec, Variant, cache_dir, tensor_digest
 
 
 def _dataset(model: ModelSpec, spec: CompressionSpec, dense: Variant) -> datasets.Dataset | None:
@@ -44,7 +46,7 @@ def compress(dense: Variant, model: ModelSpec, spec: CompressionSpec, on_epoch: 
         acc[stage] = accuracy(net, ds) if ds is not None else None
 
     if spec.pretrain_epochs:
-        train(net, ds, spec.pretrain_epochs, cfg, phase="pretrain", on_epoch=on_epoch)
+        _pretrain(net, ds, spec, cfg, dense, on_epoch)
     measure("dense")
     parent = tensor_digest(net.state_dict(), dense.hash)
 
@@ -69,6 +71,22 @@ def compress(dense: Variant, model: ModelSpec, spec: CompressionSpec, on_epoch: 
     acc["final"] = acc[list(acc)[-1]]
     net.eval()
     return _variant(dense, spec, net, masks, qweights, act, acc, parent, ds)
+
+
+def _pretrain(net, ds, spec: CompressionSpec, cfg: TrainConfig, dense: Variant, on_epoch: OnEpoch | None) -> None:
+    """Dense pre-training, shared by every variant of a campaign that starts from the same parent: the trained
+    weights are cached by a hash of everything that determines them (training is seeded and deterministic)."""
+    key = hashlib.sha256(json.dumps([dense.hash, spec.pretrain_epochs, spec.lr, spec.batch_size, spec.seed,
+                                     ds.name, spec.data], sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_dir() / "pretrained" / f"{key}.pt"
+    if path.exists():
+        net.load_state_dict(torch.load(path, weights_only=True))
+        return
+    train(net, ds, spec.pretrain_epochs, cfg, phase="pretrain", on_epoch=on_epoch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(net.state_dict(), tmp)
+    os.replace(tmp, path)  # atomic: a concurrent or interrupted run never reads half a file
 
 
 def _quantize(net, spec: CompressionSpec, masks, ds, cfg, dense: Variant, on_epoch):

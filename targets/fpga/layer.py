@@ -76,6 +76,21 @@ class QLayer:
     act_bits: int = 8
     name: str = ""
 
+    ARRAYS = ("table", "weights", "bias", "mult", "shift")
+
+    def save(self, path: str | Path) -> None:
+        """The layer as .npz: what the integer reference needs to check the accelerator's output."""
+        meta = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
+        np.savez(path, **{k: np.asarray(getattr(self, k)) for k in self.ARRAYS},
+                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+
+    @classmethod
+    def load(cls, path: str | Path) -> QLayer:
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            meta["stride"], meta["pad"] = tuple(meta["stride"]), tuple(meta["pad"])
+            return cls(**meta, **{k: z[k].copy() for k in cls.ARRAYS})
+
     # ------------------------------------------------------------------ geometry
     @property
     def tm(self) -> int:

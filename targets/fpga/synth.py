@@ -159,6 +159,29 @@ def marginal_per_lane(smaller: SynthReport, larger: SynthReport) -> dict[str, fl
     return {k: (getattr(larger, k) - getattr(smaller, k)) / lanes for k in ("lut", "ff", "dsp", "bram36")}
 
 
+def lower_bound(design: DesignPoint) -> dict[str, int]:
+    """Resources the design needs at the least, known before synthesis: every int16 / int8 / int4 MAC cell is one
+    DSP48 (test_fpga_synth checks it), so a point with more cells than the part has DSPs is refused at once
+    instead of after minutes of Yosys."""
+    return {"dsp": design.lanes if design.weight_mode in ("int16", "int8", "int4") else 0}
+
+
+def fits_before_synthesis(design: DesignPoint, part: dict) -> str | None:
+    """None, or one line naming the resource that `lower_bound` already shows short."""
+    short = [f"{k.upper()} at least {v:,} needed (one per {design.weight_mode} MAC cell), {part[k]:,g} available"
+             for k, v in lower_bound(design).items() if k in part and v > part[k]]
+    return "; ".join(short) or None
+
+
+def synthesize_many(points: list[tuple[DesignPoint, str]], jobs: int = 2, dsp: bool = True) -> list[SynthReport]:
+    """Synthesize (design, family) points with `jobs` Yosys processes at once (each is single-threaded);
+    cached points return at once. Reports come back in the order of `points`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:  # threads: the work is in the Yosys subprocesses
+        return list(pool.map(lambda p: synthesize(p[0], p[1], dsp=dsp), points))
+
+
 def fits(report: SynthReport, part: dict) -> str | None:
     """None if the design fits `part` ({lut, ff, dsp, bram36, uram}), else one line naming each resource short."""
     short = [f"{k.upper()} {getattr(report, k):,g} needed, {part[k]:,g} available"

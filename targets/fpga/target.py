@@ -75,11 +75,14 @@ def resources_for(design, b) -> dict:
     """Synthesized resources of the design for the board's family, or one line naming what does not fit."""
     from targets.fpga import synth
 
+    part = {k: getattr(b.part, k).value for k in ("lut", "ff", "dsp", "bram36", "uram") if getattr(b.part, k, None)}
+    why = synth.fits_before_synthesis(design, part)
+    if why:
+        raise TargetError(f"design point {design.label} does not fit {b.name} ({b.part.name}): {why}")
     try:
         rep = synth.synthesize(design, b.part.family)
     except FpgaError as exc:
         raise TargetError(str(exc)) from None
-    part = {k: getattr(b.part, k).value for k in ("lut", "ff", "dsp", "bram36", "uram") if getattr(b.part, k, None)}
     why = synth.fits(rep, part)
     if why:
         raise TargetError(f"design point {design.label} does not fit {b.name} ({b.part.name}): {why}")
@@ -141,6 +144,7 @@ class FpgaSimTarget(Target):
 
         for off in report.layers:
             pack(off.layer, design).save(workdir / "accel" / f"layer{off.index}.npz")
+            off.layer.save(workdir / "accel" / f"layer{off.index}.ref.npz")  # for the bit-exact check
         mf = variant.manifest
         block_rows = int(mf["block"].split("x")[0]) if mf.get("block") else None
         mod, lowered = lower(mod, mf.get("scheme", "none"), block_rows, variant.qweights)
@@ -205,38 +209,52 @@ class FpgaSimSession(Session):
 
 class FpgaSimExecutor(Executor):
     """Runs the compiled graph on the host; each offloaded layer calls the simulator through a global
-    function the graph names (`jb_fpga.<tag>.<i>`), which records the RTL's counters."""
+    function the graph names (`jb_fpga.<tag>.<i>`), which records the RTL's counters and checks the layer's
+    output bit for bit against the numpy integer reference of the same layer (a wrong accelerator program
+    then fails verification even where the network's output would stay within tolerance)."""
 
     def __init__(self, artifact: Artifact, sim, board) -> None:
         import tvm
         import tvm_ffi
 
-        from targets.fpga.layer import Program
+        from targets.fpga.layer import Program, QLayer
         from targets.tvm.vm import VMExecutor
 
         self.manifest, self.sim, self.board = artifact.manifest, sim, board
         self.runs: list = []
+        self.mismatches: list[str] = []
         for off in self.manifest["offloaded"]:
             program = Program.load(artifact.file(f"accel/layer{off['index']}.npz"))
-            tvm_ffi.register_global_func(f"jb_fpga.{self.manifest['tag']}.{off['index']}", self._layer_fn(program),
-                                         override=True)
+            ref = QLayer.load(artifact.file(f"accel/layer{off['index']}.ref.npz"))
+            tvm_ffi.register_global_func(f"jb_fpga.{self.manifest['tag']}.{off['index']}",
+                                         self._layer_fn(program, ref), override=True)
         self.vm = VMExecutor(tvm.runtime.load_module(str(artifact.file("model.so"))), tvm.cpu())
 
-    def _layer_fn(self, program):
+    def _layer_fn(self, program, ref):
+        from targets.fpga.reference import run_reference
+
         def run(q, out) -> None:
             x = q.numpy()
             ys = []
             for image in x:
                 r = self.sim.run_program(program, image)
                 self.runs.append(r)
+                want = run_reference(ref, image)
+                if not np.array_equal(r.y, want):
+                    self.mismatches.append(f"{ref.name or program.meta.get('layer')}: "
+                                           f"{int(np.count_nonzero(r.y != want))} of {want.size} values")
                 ys.append(r.y)
             out.copyfrom(np.stack(ys).astype(out.dtype))
 
         return run
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        self.runs = []
-        return self.vm.infer(x)
+        self.runs, self.mismatches = [], []
+        y = self.vm.infer(x)
+        if self.mismatches:  # raised here, not in the callback: the VM would wrap it in its own traceback
+            raise TargetError(f"output mismatch: the accelerator differs from the integer reference in "
+                              f"{len(self.mismatches)} layer(s) ({'; '.join(self.mismatches[:2])})")
+        return y
 
     def estimate(self) -> Estimate:
         from targets.fpga import latency, power
