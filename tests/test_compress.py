@@ -39,6 +39,21 @@ def test_finetuning_recovers_accuracy_above_one_shot(finetuned):
     assert finetuned.manifest["accuracy_dataset"] == "digits"
 
 
+def test_dense_pretraining_is_trained_once_and_shared(finetuned, monkeypatch):
+    from pruning import pipeline
+    from pruning.variant import cache_dir
+
+    trained = []
+    real = pipeline.train
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: trained.append(k.get("phase")) or real(*a, **k))
+    other = make_variant(MODEL, CompressionSpec(**BLOCK75, bits=4))  # a new variant of the same parent
+    assert "pretrain" not in trained  # the parent's weights came from the cache ...
+    assert other.manifest["accuracy"]["dense"] == finetuned.manifest["accuracy"]["dense"]  # ... bit for bit
+    assert len(list((cache_dir() / "pretrained").glob("*.pt"))) >= 1
+    make_variant(MODEL, CompressionSpec(**{**BLOCK75, "pretrain_epochs": 1}, bits=4))
+    assert trained.count("pretrain") == 1  # a different parent trains
+
+
 def test_manifest_per_layer_and_effective_macs_from_masks(finetuned):
     mf = finetuned.manifest
     layers = {row["layer"]: row for row in mf["layers"]}
