@@ -54,6 +54,17 @@ def test_block_sparse_variant_compiles_the_shared_kernel_for_the_gpu(tmp_path):
     assert tex["lowering"] == "tvm" and "compressed layers compile dense" in tex["lowering_note"]
 
 
+@pytest.mark.parametrize("bits", [4, 2, 1])
+def test_low_bit_block_variants_compile_for_the_gpu(tmp_path, bits):
+    # the packed weights' unpack kernel stays its own launch (fused with the reshape, FuseTIR refused it)
+    target = AndroidGPUTarget()
+    v = make_variant(ModelSpec(name="smallcnn-digits"),
+                     CompressionSpec(scheme="block", sparsity=0.75, block="8x16", bits=bits))
+    manifest = target.compile(v, target.parse_options({"profile": "adreno"}), tmp_path)
+    names = [k["name"] for k in manifest["kernels"]]
+    assert any(n.startswith("jb_unpack") for n in names) and any(n.startswith("jb_conv") for n in names)
+
+
 @pytest.fixture
 def phone(tmp_path):
     root = device_tree(tmp_path / "phone")

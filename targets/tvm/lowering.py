@@ -309,6 +309,8 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         storage_bits = ch.qweight.bits if (ch.qweight.bits > 1 or (wmat != 0).all()) else 2
         x_shape = tuple(int(d) for d in x.ty.shape)
         unpack_fn = unpack_compute(wmat.size, storage_bits, x_shape, gpu=gpu)
+        if gpu:  # fused with the reshape after it, FuseTIR maps two buffer types to one var on GPU builds
+            unpack_fn = unpack_fn.with_attr("op_pattern", 8)
         unpack = mut.builder_.add_func(unpack_fn.without_attr("global_symbol"), "jb_unpack")
         flat = mut.builder_.emit(relax.call_tir(unpack, [_const(pack_bits(wmat, storage_bits)), x],
                                                 relax.TensorType((wmat.size,), "int8")))
