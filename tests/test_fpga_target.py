@@ -136,3 +136,20 @@ def test_float_variants_are_skipped_with_a_reason(tmp_path):
     v = make_variant(ModelSpec(name="smallcnn-digits"), CompressionSpec())
     assert "integer variants" in FpgaSimTarget().accepts(v)
     assert np.isfinite(v.reference_output).all()
+
+
+def test_lowbit_array_is_the_design_of_ternary_and_binary_only():
+    from bench.api import TargetError
+    from targets.fpga.target import FpgaSimTarget, design_for
+
+    t = FpgaSimTarget()
+    opts = t.parse_options({"board": "pynq-z2", "array": "8x16", "lowbit_array": "16x16"})
+    got = {bits: design_for(make_variant(ModelSpec(name="smallcnn-digits"), CompressionSpec(bits=bits)), opts)
+           for bits in (8, 4, 2, 1)}
+    assert {b: (d.weight_mode, d.tm, d.tn) for b, d in got.items()} == {
+        8: ("int8", 8, 16), 4: ("int4", 8, 16), 2: ("ternary", 16, 16), 1: ("binary", 16, 16)}
+    assert design_for(make_variant(ModelSpec(name="smallcnn-digits"), CompressionSpec(bits=1)),
+                      t.parse_options({"array": "8x16"})).tm == 8  # default: the one array
+    with pytest.raises((TargetError, ValueError)) as e:
+        t.parse_options({"lowbit_array": "16"})
+    assert "TMxTN" in str(e.value)

@@ -30,20 +30,21 @@ class FpgaOptions(BaseModel):
 
     board: str = Field("zcu104", description="a board of the device catalog (targets/devices/catalog.toml)")
     array: str = Field("16x16", description="MAC array TMxTN: TM output channels x TN output pixels per cycle")
+    lowbit_array: str | None = Field(None, description="array for ternary / binary variants, whose lanes need no "
+                                     "DSP (larger than `array` on a DSP-bound board); default: `array`")
     clock_mhz: float | None = Field(None, gt=0, description="fabric clock; default: the board's default PL clock")
     double_buffered: bool = Field(False, description="model DDR transfers as overlapped with compute")
 
-    @field_validator("array")
+    @field_validator("array", "lowbit_array")
     @classmethod
-    def _array(cls, v: str) -> str:
-        if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", v):
+    def _array(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[1-9]\d*x[1-9]\d*", v):
             raise ValueError(f"array must look like TMxTN (e.g. 16x16), got '{v}'")
         return v
 
-    @property
-    def tm_tn(self) -> tuple[int, int]:
-        tm, tn = self.array.split("x")
-        return int(tm), int(tn)
+    def array_for(self, weight_mode: str) -> str:
+        """The array a variant of this weight precision runs on."""
+        return self.lowbit_array if self.lowbit_array and weight_mode in ("ternary", "binary") else self.array
 
 
 def design_for(variant: Variant, options: FpgaOptions):
@@ -55,7 +56,7 @@ def design_for(variant: Variant, options: FpgaOptions):
     if mode is None or not mf.get("act_bits"):
         raise TargetError("the FPGA accelerator runs integer variants: give the compression entry bits = "
                           "16, 8, 4, 2 (ternary) or 1 (binary)")
-    tm, tn = options.tm_tn
+    tm, tn = (int(v) for v in options.array_for(mode).split("x"))
     try:
         return DesignPoint(tm=tm, tn=tn, weight_mode=mode, act_bits=int(mf["act_bits"]))
     except FpgaError as exc:
@@ -156,13 +157,13 @@ class FpgaSimTarget(Target):
         clock_mhz = options.clock_mhz or b.pl.default_clock_mhz.value
         return {
             "board": b.key, "board_name": b.name, "part": b.part.name, "family": b.part.family,
-            "clock_mhz": clock_mhz, "array": options.array, "design": asdict(design), "design_label": design.label,
+            "clock_mhz": clock_mhz, "array": f"{design.tm}x{design.tn}", "design": asdict(design), "design_label": design.label,
             "resources": res, "tag": tag, "offloaded": [o.summary() for o in report.layers],
             "kept_on_arm": report.kept, "arm_ops": [asdict(o) for o in ops], "arm_lowered_layers": lowered.layers,
             "macs_effective": int(macs_acc + macs_arm),
             "offloaded_mac_fraction": macs_acc / (macs_acc + macs_arm) if macs_acc + macs_arm else 0.0,
             "kernels": kernel_names(ex),
-            "row": {"board": b.key, "clock_mhz": clock_mhz, "array": options.array, "lut": res.get("lut"),
+            "row": {"board": b.key, "clock_mhz": clock_mhz, "array": f"{design.tm}x{design.tn}", "lut": res.get("lut"),
                     "ff": res.get("ff"), "dsp": res.get("dsp"), "bram36": res.get("bram36"),
                     "offloaded_mac_fraction": macs_acc / (macs_acc + macs_arm) if macs_acc + macs_arm else 0.0},
         }
