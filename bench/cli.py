@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.reproduce.cli import reproduce_command  # light: typer, rich and the package only
 from bench.select.cli import select_command  # light: typer, rich and the package only
 
 app = typer.Typer(help="joulebench: energy-efficiency benchmarks of DNN inference on edge hardware.",
@@ -354,6 +355,7 @@ def calibrate_power(
 
 
 app.command(name="select")(select_command)
+app.command(name="reproduce")(reproduce_command)
 
 
 def main() -> None:
