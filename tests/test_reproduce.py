@@ -165,33 +165,45 @@ def test_the_matrix_never_generates_a_cell_that_cannot_run(tmp_path):
     from bench import campaign as campaign_mod
 
     s = matrix.study("mobile-vs-fpga", devices=["android-gpu=adb:SERIAL1", "fpga-pynq=tcp:10.0.0.2:7000,board=pynq-z2"])
-    ckpts = matrix.Checkpoints()
-    docs = matrix.campaigns(s, ckpts)
-    assert sorted(docs) == sorted(f"mobile-vs-fpga-{c}-{lv}" for c in ("gpu", "fpga") for lv in matrix.PRUNING)
+
+    def fits(target, precision):  # stands in for synthesis: int16 does not fit the Ultra96-V2
+        return "DSP 512 needed, 360 available" if (target.get("board"), precision) == ("ultra96-v2", "int16") else None
+
+    docs, left_out = matrix.campaigns(s, matrix.Checkpoints(), fits)
+    assert left_out == ["int16 on ultra96-v2-16x16: DSP 512 needed, 360 available"]
+    tags = ["gpu", "fpga-zcu104-16x16", "fpga-ultra96-v2-16x16", "fpga-zcu102-16x16", "fpga-pynq-pynq-z2"]
+    assert sorted(docs) == sorted(f"mobile-vs-fpga-{t}-{lv}" for t in tags for lv in matrix.PRUNING)
     for name, doc in docs.items():
-        cls = name.split("-")[3]
         targets = {t["name"] for t in doc["targets"]}
         precs = {c["name"].split("-", 1)[1] for c in doc["compression"]}
-        if cls == "gpu":
+        if "-gpu-" in name:
             assert targets == {"android-gpu-model", "android-gpu"} and precs == {"fp32", "fp16"}
         else:
-            assert targets == {"fpga-sim", "fpga-pynq"}
-            assert precs == ({"int16", "int8", "int4", "ternary", "binary"} if name.endswith("dense")
-                             else {"int16", "int8", "int4", "ternary"})  # binary has no zero: dense only
+            assert len(doc["targets"]) == 1 and targets <= {"fpga-sim", "fpga-pynq"}
+            expect = {"int16", "int8", "int4", "ternary"} | ({"binary"} if name.endswith("dense") else set())
+            assert precs == (expect - {"int16"} if "ultra96" in name else expect)  # binary has no zero: dense only
         assert {m["name"] for m in doc["models"]} == {"resnet18-cifar", "vgg16-cifar", "mobilenetv2-cifar"}
         assert all(c["data"] == "digits" for c in doc["compression"])
-    full = matrix.campaigns(matrix.study("mobile-vs-fpga", full=True), ckpts)
-    seeded = full["mobile-vs-fpga-fpga-8x-seeded"]  # ImageNet forms: 1000 classes, no training on digits
+    full, _ = matrix.campaigns(matrix.study("mobile-vs-fpga", full=True), matrix.Checkpoints(), fits)
+    seeded = full["mobile-vs-fpga-fpga-zcu104-16x16-8x-seeded"]  # ImageNet forms: 1000 classes, not trained
     assert {m["name"] for m in seeded["models"]} == {"resnet18-imagenet", "vgg16-imagenet", "mobilenetv2-imagenet"}
     assert all("data" not in c for c in seeded["compression"])
     # the generated files are real campaigns: the runner's own validator loads them
-    paths = matrix.write_campaigns({k: docs[k] for k in ("mobile-vs-fpga-fpga-8x", "mobile-vs-fpga-gpu-dense")},
-                                   tmp_path)
+    paths = matrix.write_campaigns({k: docs[k] for k in ("mobile-vs-fpga-fpga-pynq-pynq-z2-8x",
+                                                         "mobile-vs-fpga-gpu-dense")}, tmp_path)
     assert [same for _, same in paths] == [False, False]
     camp = campaign_mod.load(paths[0][0])
-    assert {t.options.get("array") for t in camp.targets} == {"16x16", "8x8"}
-    assert camp.targets[-1].device == "tcp:10.0.0.2:7000" and camp.targets[-1].options["board"] == "pynq-z2"
-    assert all(c.compression.sparsity == 0.875 and c.compression.block == "8x16" for c in camp.cells())
+    assert camp.targets[0].name == "fpga-pynq" and camp.targets[0].device == "tcp:10.0.0.2:7000"
+    assert camp.targets[0].options == {"board": "pynq-z2", "array": "8x8"}
+    assert all(c.compression.sparsity == 0.875 and c.compression.block == "16x16" for c in camp.cells())
+    gpu = campaign_mod.load(paths[1][0])
+    assert [(t.name, t.device) for t in gpu.targets] == [("android-gpu-model", None)] * 3 + [("android-gpu", "adb:SERIAL1")]
+
+
+def test_a_design_point_that_cannot_fit_is_left_out_of_the_matrix():
+    # 256 int8 MAC cells need 256 DSP48s at least; the PYNQ-Z2's Zynq-7020 has 220 (known before synthesis)
+    why = matrix.fpga_fits({"name": "fpga-sim", "board": "pynq-z2", "array": "16x16"}, "int8")
+    assert "does not fit PYNQ-Z2" in why and "DSP" in why
 
 
 def test_the_matrix_trains_exactly_the_zoo_models_with_ten_classes():
@@ -249,7 +261,8 @@ def test_a_small_real_study_end_to_end(tiny):
     for f in ("findings.md", "findings.csv", "study.html", "report.html", "manifest.json",
               "plots/efficiency.png", "plots/pruning.svg", "plots/accuracy_energy.csv"):
         assert (out / f).is_file(), f
-    assert len(list((out / "campaigns").glob("*.toml"))) == 4
+    assert sorted(p.stem for p in (out / "campaigns").glob("*.toml")) == [
+        f"mobile-vs-fpga-{t}-{lv}" for t in ("fpga-zcu104-8x8", "gpu") for lv in ("8x", "dense")]
     eff = pd.read_csv(out / "plots" / "efficiency.csv")
     assert len(eff) == 4 and set(eff["kind"]) == {"modeled"}  # nothing here is measured, and nothing says so
     by_cell = rows.set_index("cell_id")
@@ -279,7 +292,7 @@ def test_quick_from_the_cli(tmp_path):
     r = run_cli("reproduce", "mobile-vs-fpga", "--quick", "--out", tmp_path / "q", timeout=1800, check=True)
     assert "findings:" in r.stdout
     rows = pd.read_parquet(tmp_path / "q" / "measurements.parquet")
-    assert len(rows) == 18 and (rows["status"] == "ok").all()
+    assert len(rows) == 18 and (rows["status"] == "ok").all()  # 2 GPUs x 4 + 2 boards x 5
     assert not (rows["precision"].isin(["int1"]) & (rows["sparsity"] > 0)).any()  # binary: dense only
     t = pd.read_csv(tmp_path / "q" / "findings.csv")
     assert list(t["claim"]) == list(CLAIMS) and NA not in set(t["verdict"])

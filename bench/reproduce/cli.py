@@ -48,7 +48,10 @@ def reproduce(s, out: Path, force: bool = False, progress: Callable[[str], None]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpts = matrix.prepare(s, on_epoch, say)
-    written = matrix.write_campaigns(matrix.campaigns(s, ckpts), out)
+    docs, left_out = matrix.campaigns(s, ckpts)
+    for why in left_out:
+        say(f"left out: {why}")
+    written = matrix.write_campaigns(docs, out)
     failed, run_dirs = [], []
     for path, unchanged in written:
         run_dir = out / "runs" / path.stem
@@ -66,8 +69,9 @@ def reproduce(s, out: Path, force: bool = False, progress: Callable[[str], None]
     df = study.frame(rows)
     table = findings.findings(df)
     figs = figures.all_figures(df, out)
-    _write_outputs(out, s, ckpts, rows, table, run_dirs, row_model)
+    _write_outputs(out, s, ckpts, rows, table, run_dirs, row_model, left_out)
     return {"rows": df, "findings": table, "figures": figs, "failed": failed, "out": out, "study": s,
+            "left_out": left_out,
             "campaigns": [p for p, _ in written]}
 
 
@@ -103,7 +107,7 @@ def _parent_accuracy(rows, s, ckpts):
     return rows
 
 
-def _write_outputs(out: Path, s, ckpts, rows, table, run_dirs, row_model) -> None:
+def _write_outputs(out: Path, s, ckpts, rows, table, run_dirs, row_model, left_out: list[str]) -> None:
     from bench.report import _html, to_markdown, write_reports
     from bench.store import write_atomic
 
@@ -111,7 +115,7 @@ def _write_outputs(out: Path, s, ckpts, rows, table, run_dirs, row_model) -> Non
     row_model.write(row_model.frame(rows.to_dict("records")), tmp)
     tmp.replace(out / "measurements.parquet")
     manifest = {"campaign": s.name, "run_id": out.name, "study": asdict(s), "study_key": s.key,
-                "runs": [str(d) for d in run_dirs], "campaigns": sorted(str(p) for p in (out / "campaigns").glob("*.toml")),
+                "runs": [str(d) for d in run_dirs], "left_out": left_out, "campaigns": sorted(str(p) for p in (out / "campaigns").glob("*.toml")),
                 "checkpoints": {f"{m}/{lv}": {"path": p, "accuracy": ckpts.accuracy.get((m, lv))}
                                 for (m, lv), p in ckpts.paths.items()},
                 "git_commits": sorted({str(c) for c in rows["git_commit"].dropna()}),
@@ -126,6 +130,7 @@ def _write_outputs(out: Path, s, ckpts, rows, table, run_dirs, row_model) -> Non
     write_reports(out)  # report.md / .csv / .html of every row (the HTML embeds the figures)
     notes = ["Every verdict is computed from the rows (findings.csv holds the numbers as JSON); energy is the "
              "idle-subtracted energy per inference; markers: measured o, simulated ^, modeled D.",
+             *[f"left out of the matrix: {w}" for w in left_out],
              f"host: {manifest['host'].get('cpu')} ({manifest['host'].get('cores')} cores); cells run on commit "
              f"{', '.join(manifest['git_commits']) or 'unknown'}"]
     write_atomic(out / "study.html", _html(f"joulebench reproduce {s.name}", notes, shown, out, manifest))
@@ -173,6 +178,8 @@ def reproduce_command(
     console.print(table)
     df = res["rows"]
     counts = df["status"].value_counts().to_dict()
+    for why in res["left_out"]:
+        console.print(f"[yellow]left out[/]: {escape(why)}")
     console.print("cells: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f" ({len(res['campaigns'])} campaigns)")
     for f in res["failed"]:
         err_console.print(f"[red]failed[/]: {f}", highlight=False)

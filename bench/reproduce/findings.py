@@ -134,7 +134,7 @@ def low_bit_loses_accuracy(df: pd.DataFrame, drop_pp: float = ACCURACY_DROP_PP) 
                      f"{c['float_accuracy']:.1%} ({-c['drop_pp']:+.1f} pp, {c['dataset']})" for c in comps)
     return _result(CLAIMS[2], HOLDS if len(lose) == len(comps) else FAILS,
                    f"more than {drop_pp:g} pp lost in {len(lose)} of {len(comps)}: {text}", comps,
-                   basis=f"held-out top-1; loses = more than {drop_pp:g} percentage points below the best float variant")
+                   kinds="held-out evaluation", basis=f"held-out top-1; loses = more than {drop_pp:g} percentage points below the best float variant")
 
 
 def pruning_helps_both(df: pd.DataFrame) -> dict:

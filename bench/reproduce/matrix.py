@@ -36,7 +36,7 @@ PRECISIONS: dict[str, tuple[dict, str]] = {
     "binary": ({"bits": 1}, "fpga"),
 }
 PRUNING: dict[str, float] = {"dense": 0.0, "2x": 0.5, "4x": 0.75, "8x": 0.875}  # level -> block sparsity
-BLOCK = "8x16"
+BLOCK = "16x16"  # rows: a multiple of every array's TM (8, 16), so an accelerator row-block reads one pruning block
 CLASSES = {"gpu": "mobile GPU", "fpga": "FPGA"}
 # real targets --device may add, and the class of campaigns they join
 REAL_TARGETS = {"android-gpu": "gpu", "fpga-pynq": "fpga"}
@@ -85,7 +85,7 @@ def study(name: str, quick: bool = False, full: bool = False, data: str | None =
     if quick:
         s = Study(name, ("smallcnn-digits",), ("fp32", "fp16", "int8", "ternary", "binary"), ("dense", "8x"),
                   GPUS, ({"board": "zcu104", "array": "8x8"}, {"board": "ultra96-v2", "array": "8x8"}),
-                  parent_epochs=3, finetune_epochs=2)
+                  parent_epochs=3, finetune_epochs=3)
     else:
         models = ("resnet18-cifar", "vgg16-cifar", "mobilenetv2-cifar")
         if full:
@@ -210,17 +210,32 @@ def _compression(s: Study, precision: str, level: str, trained: bool) -> dict:
     return c
 
 
-def campaigns(s: Study, ckpts: Checkpoints) -> dict[str, dict]:
-    """Campaign name -> campaign document (a dict in the shape of a campaign TOML), one per (class, level)."""
+def campaigns(s: Study, ckpts: Checkpoints, fits: Callable[[dict, str], str | None] | None = None
+              ) -> tuple[dict[str, dict], list[str]]:
+    """(campaign name -> campaign document in the shape of a campaign TOML, what was left out and why).
+
+    One campaign per (GPU, level) with every GPU target, and one per (FPGA target, level) with the precisions
+    whose design point fits that board (`fits(target entry, precision)`: None, or why not; default
+    `fpga_fits`, synthesis-backed and cached)."""
+    fits = fits or fpga_fits
     out: dict[str, dict] = {}
-    for cls in CLASSES:
-        precisions = [p for p in s.precisions if PRECISIONS[p][1] == cls]
-        targets = [{"name": "android-gpu-model", **g} for g in s.gpus] if cls == "gpu" else \
-            [{"name": "fpga-sim", **b} for b in s.boards]
-        targets += [t for t in s.real if REAL_TARGETS[t["name"]] == cls]
+    left_out: list[str] = []
+    gpu_targets = [{"name": "android-gpu-model", **g} for g in s.gpus] + \
+        [t for t in s.real if REAL_TARGETS[t["name"]] == "gpu"]
+    groups = [("gpu", gpu_targets, [p for p in s.precisions if PRECISIONS[p][1] == "gpu"])] if gpu_targets else []
+    for t in [{"name": "fpga-sim", **b} for b in s.boards] + [t for t in s.real if REAL_TARGETS[t["name"]] == "fpga"]:
+        ps = []
+        for p in (p for p in s.precisions if PRECISIONS[p][1] == "fpga"):
+            why = fits(t, p)
+            if why:
+                left_out.append(f"{p} on {_label(t)}: {why}")
+            else:
+                ps.append(p)
+        groups.append((f"fpga-{_label(t)}", [t], ps))
+    for tag, targets, precisions in groups:
         for level in s.pruning:
             ps = [p for p in precisions if compatible(p, level)]
-            if not ps or not targets:
+            if not ps:
                 continue
             # models trained on the data, and models that cannot be (seeded weights, no accuracy): their
             # compression entries differ (with / without data), so they are separate campaigns
@@ -228,10 +243,45 @@ def campaigns(s: Study, ckpts: Checkpoints) -> dict[str, dict]:
                 group = [m for m in s.models if trainable(m) == trained]
                 if not group:
                     continue
-                name = f"{s.name}-{cls}-{level}" + ("" if trained else "-seeded")
+                name = f"{s.name}-{tag}-{level}" + ("" if trained else "-seeded")
                 models = [{"name": m, "checkpoint": ckpts.paths.get((m, level))} for m in group]
                 out[name] = _doc(name, s, models, [_compression(s, p, level, trained) for p in ps], targets)
-    return out
+    return out, left_out
+
+
+def _label(t: dict) -> str:
+    if t["name"] == "fpga-sim":
+        return f"{t.get('board', 'zcu104')}-{t.get('array', '16x16')}"
+    # a real board: "pynq-<board>" (the board's own name follows; fpga-pynq's default board is zcu104)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{t['name'].removeprefix('fpga-')}-{t.get('board', 'zcu104')}")
+
+
+def fpga_fits(target: dict, precision: str) -> str | None:
+    """None if the precision's design point fits the target's board (Yosys synthesis, in the shared hardware
+    cache, which the compile would run anyway), else one line saying what is short. Answers are kept in
+    $JOULEBENCH_CACHE/reproduce/fits.json (a changed RTL that no longer fits then fails its cells, loudly)."""
+    from bench.api import cache_dir
+
+    key = json.dumps([target, precision], sort_keys=True)
+    f = cache_dir() / "reproduce" / "fits.json"
+    known = json.loads(f.read_text()) if f.exists() else {}
+    if key not in known:
+        from bench.api import TargetError
+        from targets.fpga.design import DesignPoint
+        from targets.fpga.target import WEIGHT_MODE_OF_BITS, FpgaOptions, board_of, resources_for
+
+        opts = FpgaOptions(**{k: v for k, v in target.items() if k in FpgaOptions.model_fields})
+        bits = PRECISIONS[precision][0]["bits"]
+        mode = WEIGHT_MODE_OF_BITS[bits]
+        tm, tn = (int(x) for x in opts.array_for(mode).split("x"))
+        try:
+            resources_for(DesignPoint(tm=tm, tn=tn, weight_mode=mode, act_bits=16 if bits == 16 else 8), board_of(opts))
+            known[key] = None
+        except TargetError as exc:
+            known[key] = str(exc)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(known, indent=1, sort_keys=True))
+    return known[key]
 
 
 def _doc(name: str, s: Study, models: list[dict], comp: list[dict], targets: list[dict]) -> dict:
