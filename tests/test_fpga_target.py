@@ -119,8 +119,8 @@ name = "smallcnn-digits"
 bits = 8
 [[targets]]
 name = "fpga-sim"
-board = "pynq-z2"
-array = "64x64"
+board = "ultra96-v2"
+array = "32x32"
 """
     camp = write_campaign(tmp_path / "c.toml", body)
     r = run_cli("run", camp, "--out", tmp_path / "run", timeout=1800)
@@ -153,3 +153,15 @@ def test_lowbit_array_is_the_design_of_ternary_and_binary_only():
     with pytest.raises((TargetError, ValueError)) as e:
         t.parse_options({"lowbit_array": "16"})
     assert "TMxTN" in str(e.value)
+
+
+def test_board_without_published_idle_power_asks_for_it_before_any_work(tmp_path):
+    from bench.api import TargetError
+    from targets.fpga.target import FpgaSimTarget
+
+    t = FpgaSimTarget()
+    v = make_variant(ModelSpec(name="smallcnn-digits"), CompressionSpec(bits=8))
+    with pytest.raises(TargetError) as e:
+        t.compile(v, t.parse_options({"board": "pynq-z2", "array": "4x4"}), tmp_path)
+    assert "idle_w" in str(e.value) and "PYNQ-Z2" in str(e.value) and "\n" not in str(e.value)
+    assert not any(tmp_path.iterdir())  # refused before synthesis, simulation or any file

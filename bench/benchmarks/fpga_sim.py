@@ -23,9 +23,9 @@ from pruning.variant import ModelSpec
 
 # The design points of campaigns/mobile-vs-fpga.toml: (array of the multiplier precisions, array of
 # ternary / binary). The PYNQ-Z2's 220 DSPs bound its int8 array at 8x16; add/subtract lanes need none, so
-# ternary / binary get 16x16 there. The Zynq UltraScale+ boards share one point per precision (synthesized
-# once per family, checked against each part).
-BOARDS = {"pynq-z2": ("8x16", "16x16"), "ultra96-v2": ("16x16", "16x16"), "zcu104": ("16x16", "16x16"),
+# ternary / binary get 16x16 there; likewise the Ultra96-V2's 360 DSPs and 16x32. The other Zynq UltraScale+
+# boards share one point per precision (synthesized once per family, checked against each part).
+BOARDS = {"pynq-z2": ("8x16", "16x16"), "ultra96-v2": ("16x16", "16x32"), "zcu104": ("16x16", "16x16"),
           "kv260": ("16x16", "16x16"), "zcu102": ("16x16", "16x16")}
 PRECISIONS = ("int16", "int8", "int4", "ternary", "binary")
 

@@ -34,6 +34,8 @@ class FpgaOptions(BaseModel):
                                      "DSP (larger than `array` on a DSP-bound board); default: `array`")
     clock_mhz: float | None = Field(None, gt=0, description="fabric clock; default: the board's default PL clock")
     double_buffered: bool = Field(False, description="model DDR transfers as overlapped with compute")
+    idle_w: float | None = Field(None, gt=0, description="the board's measured idle power (W, design loaded); "
+                                 "default: the catalog's published idle or base power")
 
     @field_validator("array", "lowbit_array")
     @classmethod
@@ -131,6 +133,10 @@ class FpgaSimTarget(Target):
 
         design = design_for(variant, options)
         b = board_of(options)
+        if options.idle_w is None and b.power.idle_w is None and b.power.base_w is None:
+            # before minutes of synthesis and simulation: the energy model could not be evaluated
+            raise TargetError(f"{b.name} has no published idle power in the device catalog: give the fpga-sim "
+                              "option idle_w = <watts> (your board's measured idle)")
         res = resources_for(design, b)
         tag = hashlib.sha256(f"{variant.hash}-{design.key()}".encode()).hexdigest()[:12]
         try:
@@ -157,7 +163,8 @@ class FpgaSimTarget(Target):
         clock_mhz = options.clock_mhz or b.pl.default_clock_mhz.value
         return {
             "board": b.key, "board_name": b.name, "part": b.part.name, "family": b.part.family,
-            "clock_mhz": clock_mhz, "array": f"{design.tm}x{design.tn}", "design": asdict(design), "design_label": design.label,
+            "clock_mhz": clock_mhz, "idle_w": options.idle_w, "array": f"{design.tm}x{design.tn}",
+            "design": asdict(design), "design_label": design.label,
             "resources": res, "tag": tag, "offloaded": [o.summary() for o in report.layers],
             "kept_on_arm": report.kept, "arm_ops": [asdict(o) for o in ops], "arm_lowered_layers": lowered.layers,
             "macs_effective": int(macs_acc + macs_arm),
@@ -271,7 +278,7 @@ class FpgaSimExecutor(Executor):
         arm = latency.arm_time([latency.ArmOp(**o) for o in m["arm_ops"]], b)
         act = _activity(self.runs, tot["cycles"])
         res = power.Resources(**{k: float(m["resources"].get(k) or 0) for k in ("lut", "ff", "dsp", "bram36", "uram")})
-        static_w = power.static_power(b)
+        static_w = power.static_power(b, m.get("idle_w"))
         energy = power.energy_per_inference(accel=acc, res=res, activity=act, static_w=static_w, arm=arm)
         seconds = acc.seconds + arm.seconds
         sim = "simulated:verilator"
