@@ -165,3 +165,32 @@ def test_board_without_published_idle_power_asks_for_it_before_any_work(tmp_path
         t.compile(v, t.parse_options({"board": "pynq-z2", "array": "4x4"}), tmp_path)
     assert "idle_w" in str(e.value) and "PYNQ-Z2" in str(e.value) and "\n" not in str(e.value)
     assert not any(tmp_path.iterdir())  # refused before synthesis, simulation or any file
+
+
+def test_calibrated_ranges_are_those_of_each_convs_batch_norm(ternary_resnet):
+    # independent: the BN right after each conv in its Sequential, on the same inputs
+    import torch
+
+    from targets.fpga.offload import calibrate_outputs
+
+    named = dict(ternary_resnet.module.named_modules())
+    pairs = {}
+    for name, m in named.items():
+        head, _, idx = name.rpartition(".")
+        bn = named.get(f"{head}.{int(idx) + 1}") if idx.isdigit() else None
+        if isinstance(m, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+            pairs[name] = bn
+    assert len(pairs) == 20  # the stem, 16 body convs, 3 shortcut projections
+    seen: dict[str, list[float]] = {}
+    hooks = [bn.register_forward_hook(lambda _m, _a, out, n=n: seen.setdefault(n, []).extend(
+        [float(out.min()), float(out.max())])) for n, bn in pairs.items()]
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        ternary_resnet.module(torch.from_numpy(ternary_resnet.example_input()))
+        for _ in range(3):
+            ternary_resnet.module(torch.randn(ternary_resnet.input_shape, generator=gen))
+    for h in hooks:
+        h.remove()
+    got = calibrate_outputs(ternary_resnet, [named[n] for n in pairs])
+    for n in pairs:  # run twice: tensor ids are addresses and get reused; the ranges must not depend on that
+        assert got[id(named[n])] == (min(seen[n]), max(seen[n])), n

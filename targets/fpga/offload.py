@@ -98,7 +98,9 @@ def calibrate_outputs(variant, modules: list[object], samples: int = 4) -> dict[
     import torch
 
     want = {id(m): m for m in modules}
-    out_of: dict[int, int] = {}  # id(conv output tensor) -> id(conv)
+    # id(conv output tensor) -> (id(conv), the tensor): holding the tensor keeps its id from being reused by a
+    # later tensor (ids are addresses), which would attribute an unrelated BN's range to this conv
+    out_of: dict[int, tuple[int, object]] = {}
     ranges: dict[int, list[float]] = {}
 
     def note(key: int, t) -> None:
@@ -107,12 +109,13 @@ def calibrate_outputs(variant, modules: list[object], samples: int = 4) -> dict[
         r[0], r[1] = min(r[0], lo), max(r[1], hi)
 
     def conv_hook(m, _args, out):
-        out_of[id(out)] = id(m)
+        out_of[id(out)] = (id(m), out)
         note(id(m), out)
 
     def bn_hook(_m, args, out):
-        src = out_of.get(id(args[0]))
-        if src is not None:  # the BN value replaces the raw conv output range
+        entry = out_of.get(id(args[0]))
+        if entry is not None and entry[1] is args[0]:  # the BN value replaces the raw conv output range
+            src = entry[0]
             ranges.setdefault(("bn", src), [float("inf"), float("-inf")])
             r = ranges[("bn", src)]
             r[0], r[1] = min(r[0], float(out.min())), max(r[1], float(out.max()))

@@ -121,7 +121,7 @@ class FpgaSimTarget(Target):
         from targets.fpga.design import rtl_digest
         from targets.tvm.lowering import LOWERING_VERSION
 
-        return f"tvm-{tvm.__version__}-lowering{LOWERING_VERSION}-rtl-{rtl_digest()}-offload1"
+        return f"tvm-{tvm.__version__}-lowering{LOWERING_VERSION}-rtl-{rtl_digest()}-offload2"
 
     def compile(self, variant: Variant, options: FpgaOptions, workdir: Path) -> dict:
         from targets.fpga.armops import arm_ops
