@@ -9,19 +9,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.console import console, err_console
+from bench.console import epoch_progress as _epoch_progress
+from bench.console import progress as _progress
 from bench.reproduce.cli import reproduce_command  # light: typer, rich and the package only
 from bench.select.cli import select_command  # light: typer, rich and the package only
 
 app = typer.Typer(help="joulebench: energy-efficiency benchmarks of DNN inference on edge hardware.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 # Off a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; logs can be wider.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -114,24 +113,6 @@ def _print_summary(out: Path) -> None:
     for r in t.to_dict("records"):
         table.add_row(*[escape(cell_text(r[c])) for c in cols])
     console.print(table)
-
-
-def _epoch_progress(prog: Progress) -> Callable:
-    """on_epoch callback for pruning.train: one bar per training phase, with loss and accuracy."""
-    tasks: dict[str, int] = {}
-
-    def on_epoch(phase: str, epoch: int, epochs: int, loss: float, acc: float | None) -> None:
-        if phase not in tasks:
-            tasks[phase] = prog.add_task(phase, total=epochs)
-        acc_s = f"  acc {acc:.1%}" if acc is not None else ""
-        prog.update(tasks[phase], completed=epoch, description=f"{phase:<14} loss {loss:.3f}{acc_s}")
-
-    return on_epoch
-
-
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console)
 
 
 @app.command()

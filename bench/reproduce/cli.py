@@ -8,7 +8,6 @@ one-line error handling).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -17,12 +16,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, soft_wrap=True)
+from bench.console import console, epoch_progress, err_console, progress
+
 DEFAULT_OUT = Path("results/reproduce-mobile-vs-fpga")
 
 
@@ -161,13 +159,12 @@ def reproduce_command(
     except ReproduceError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    from bench.cli import _epoch_progress, _progress
 
     try:
-        with _progress() as prog:
+        with progress() as prog:
             task = prog.add_task("starting", total=None)
             res = reproduce(s, out, force=force, progress=lambda m: prog.update(task, description=m),
-                            on_epoch=_epoch_progress(prog))
+                            on_epoch=epoch_progress(prog))
     except _errors() as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
