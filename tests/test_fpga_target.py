@@ -194,3 +194,20 @@ def test_calibrated_ranges_are_those_of_each_convs_batch_norm(ternary_resnet):
     got = calibrate_outputs(ternary_resnet, [named[n] for n in pairs])
     for n in pairs:  # run twice: tensor ids are addresses and get reused; the ranges must not depend on that
         assert got[id(named[n])] == (min(seen[n]), max(seen[n])), n
+
+
+def test_binary_takes_pruned_columns_but_no_zero_inside_the_table():
+    from targets.fpga.offload import _zero_in_table
+
+    rng = np.random.default_rng(0)
+    w = rng.choice([-1, 1], size=(32, 64))
+    assert not _zero_in_table(w, 16)
+    w[:16, 5] = 0  # a column pruned in all rows of row-block 0 ...
+    w[16:, 9] = 0  # ... and another one in row-block 1: equal counts, skipped by the table
+    assert not _zero_in_table(w, 16)
+    assert _zero_in_table(w, 32)  # one 32-row block: those columns are kept with zeros in half the rows
+    w[0, 7] = 0
+    assert _zero_in_table(w, 16)  # a lone zero in a kept column
+    w[0, 7], w[16:, 9] = 1, 1
+    assert _zero_in_table(w, 16)  # row-block 0 keeps 63 columns, row-block 1 keeps 64: padding would be zero
+    assert not _zero_in_table(rng.choice([-1, 1], size=(20, 8)), 16)  # a partial last row-block

@@ -203,9 +203,25 @@ def _refusal(ch: _Chain, design: DesignPoint) -> str | None:
         return f"{ch.qweight.bits}-bit weights ({mode}); the design point computes {design.weight_mode}"
     if ch.quant.qmax != 2**design.act_bits - 1:
         return f"{int(np.log2(ch.quant.qmax + 1))}-bit activations; the design point takes {design.act_bits}-bit"
-    if mode == "binary" and np.any(ch.qweight.q.numpy() == 0):
-        return "binary weights with pruned (zero) levels: the binary datapath has no zero"
+    if mode == "binary" and _zero_in_table(ch.qweight.q.numpy().reshape(ch.weight.shape[0], -1), design.tm):
+        return ("binary weights with zero levels inside a row-block's kept columns: the binary datapath has "
+                "no zero (prune whole columns of TM-row blocks, balanced)")
     return None
+
+
+def _zero_in_table(levels: np.ndarray, tm: int) -> bool:
+    """Would the accelerator's table of this [cout, k] weight hold a zero weight? A column pruned in all TM
+    rows of a row-block is skipped (not in the table); a kept column must be non-zero in every real row,
+    and row-blocks must keep equally many columns (a shorter table is padded with zero weights)."""
+    cout, k = levels.shape
+    nb = -(-cout // tm)
+    w = np.zeros((nb * tm, k), dtype=np.int64)
+    w[:cout] = levels
+    real = (np.arange(nb * tm) < cout)[:, None]
+    nonzero = ((w != 0) | ~real).reshape(nb, tm, k)
+    kept = ((w != 0) & real).reshape(nb, tm, k).any(1)
+    counts = kept.sum(1)
+    return bool(np.any(kept & ~nonzero.all(1))) or not (counts == counts[0]).all()
 
 
 def _layer(ch: _Chain, name: str, idx: int, gin: Grid, gout: Grid, source: str, design: DesignPoint,
