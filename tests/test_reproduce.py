@@ -180,8 +180,8 @@ def test_the_matrix_never_generates_a_cell_that_cannot_run(tmp_path):
             assert targets == {"android-gpu-model", "android-gpu"} and precs == {"fp32", "fp16"}
         else:
             assert len(doc["targets"]) == 1 and targets <= {"fpga-sim", "fpga-pynq"}
-            expect = {"int16", "int8", "int4", "ternary"} | ({"binary"} if name.endswith("dense") else set())
-            assert precs == (expect - {"int16"} if "ultra96" in name else expect)  # binary has no zero: dense only
+            expect = {"int16", "int8", "int4", "ternary", "binary"}  # pruned binary: whole columns, skipped
+            assert precs == (expect - {"int16"} if "ultra96" in name else expect)
         assert {m["name"] for m in doc["models"]} == {"resnet18-cifar", "vgg16-cifar", "mobilenetv2-cifar"}
         assert all(c["data"] == "digits" for c in doc["compression"])
     full, _ = matrix.campaigns(matrix.study("mobile-vs-fpga", full=True), matrix.Checkpoints(), fits)
