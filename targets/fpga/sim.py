@@ -32,7 +32,7 @@ HARNESS = Path(__file__).resolve().parent / "sim_harness.cpp"
 VERILATOR_FLAGS = ["--cc", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal",
                    "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "--unroll-count", "65536",
                    "--unroll-stmts", "10000000", "--output-split", "0"]
-CXX_FLAGS = ["-O2", "-fPIC", "-std=c++17", "-w", "-DVERILATOR=1", "-DVM_COVERAGE=0", "-DVM_SC=0", "-DVM_TIMING=0",
+CXX_FLAGS = ["-O3", "-fPIC", "-std=c++17", "-w", "-DVERILATOR=1", "-DVM_COVERAGE=0", "-DVM_SC=0", "-DVM_TIMING=0",
              "-DVM_TRACE=0", "-DVM_TRACE_FST=0", "-DVM_TRACE_VCD=0", "-DVM_TRACE_SAIF=0"]
 RUNTIME_SOURCES = ("verilated.cpp", "verilated_threads.cpp")
 BUILD_JOBS = 2
