@@ -20,7 +20,6 @@ from bench.select.cli import select_command  # light: typer, rich and the packag
 
 app = typer.Typer(help="joulebench: energy-efficiency benchmarks of DNN inference on edge hardware.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
-# Off a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; logs can be wider.
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+# Off a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; logs can be wider.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 

@@ -93,39 +93,31 @@ def test_fpga_sim_rows_are_verified_simulated_and_modeled(fpga_run):
     assert cell["device_snapshot"]["before"]["fabric_hz"]["pl0"] > 0
 
 
-def test_corrupted_accelerator_program_fails_the_cell(tmp_path):
-    body = """
+def _one_int8_cell(tmp_path, target: str):
+    """`joulebench run` of the int8 small CNN on one [[targets]] entry: (the process, its one row)."""
+    body = f"""
 [[models]]
 name = "smallcnn-digits"
 [[compression]]
 bits = 8
 [[targets]]
-name = "tests.plugins.faulty:CorruptedFpgaSim"
-array = "4x4"
+{target}
 """
     camp = write_campaign(tmp_path / "c.toml", body)
     r = run_cli("run", camp, "--out", tmp_path / "run", timeout=1800)
+    return r, pd.read_parquet(tmp_path / "run" / "measurements.parquet").iloc[0]
+
+
+def test_corrupted_accelerator_program_fails_the_cell(tmp_path):
+    r, row = _one_int8_cell(tmp_path, 'name = "tests.plugins.faulty:CorruptedFpgaSim"\narray = "4x4"')
     assert r.returncode == 1
-    row = pd.read_parquet(tmp_path / "run" / "measurements.parquet").iloc[0]
     assert row["status"] == "failed" and not row["verified"] and "output mismatch" in row["message"]
     assert pd.isna(row["latency_ms"]) and pd.isna(row["cycles"])  # a wrong program gets no figure
 
 
 def test_design_point_that_does_not_fit_is_one_line(tmp_path):
-    body = """
-[[models]]
-name = "smallcnn-digits"
-[[compression]]
-bits = 8
-[[targets]]
-name = "fpga-sim"
-board = "ultra96-v2"
-array = "32x32"
-"""
-    camp = write_campaign(tmp_path / "c.toml", body)
-    r = run_cli("run", camp, "--out", tmp_path / "run", timeout=1800)
+    r, row = _one_int8_cell(tmp_path, 'name = "fpga-sim"\nboard = "ultra96-v2"\narray = "32x32"')
     assert r.returncode == 1 and "does not fit" in r.stderr
-    row = pd.read_parquet(tmp_path / "run" / "measurements.parquet").iloc[0]
     assert row["status"] == "failed" and "does not fit" in row["message"] and "\n" not in row["message"]
     assert "dsp" in row["message"].lower()
 

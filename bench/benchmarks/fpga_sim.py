@@ -59,12 +59,13 @@ def bit_exact(report, sim, rng) -> tuple[bool, int, int, float]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--array", default="16x16", help="TMxTN of the int8 design the ResNet-18 runs on")
-    ap.add_argument("--quick", action="store_true", help="synthesize only the int8 and ternary designs")
+    ap.add_argument("--quick", action="store_true", help="synthesize only the int8, ternary and binary designs")
     args = ap.parse_args(argv)
     from targets.devices.catalog import board
     from targets.fpga import power, synth
     from targets.fpga.design import DesignPoint
     from targets.fpga.sim import Simulator
+    from targets.fpga.target import part_resources
 
     tm, tn = (int(v) for v in args.array.split("x"))
     design = DesignPoint(tm=tm, tn=tn, weight_mode="int8", act_bits=8)
@@ -107,24 +108,17 @@ def main(argv: list[str] | None = None) -> dict:
     unique = list(dict.fromkeys(points.values()))
     reports = dict(zip(unique, synth.synthesize_many(unique), strict=True))  # two Yosys processes at once
     for (b, prec), (d, fam) in points.items():
-        r = reports[(d, fam)].as_dict()
-        resources[f"{b}/{prec}"] = {k: r.get(k) for k in ("lut", "ff", "dsp", "bram36")} | {
-            "array": f"{d.tm}x{d.tn}", "family": fam, "fits": synth.fits(reports[(d, fam)], _part(b)) is None,
-            "lut_per_lane": round(r["lut"] / d.lanes, 1), "dsp_per_lane": round(r["dsp"] / d.lanes, 3),
-            "synth_s": r["seconds"]}
+        rep = reports[(d, fam)]
+        lane = rep.per_lane()
+        resources[f"{b}/{prec}"] = {k: getattr(rep, k) for k in ("lut", "ff", "dsp", "bram36")} | {
+            "array": f"{d.tm}x{d.tn}", "family": fam, "fits": synth.fits(rep, part_resources(board(b))) is None,
+            "lut_per_lane": round(lane["lut"], 1), "dsp_per_lane": round(lane["dsp"], 3), "synth_s": rep.seconds}
         print(f"{b:11s} {fam} {prec:8s} {resources[f'{b}/{prec}']}")
     out["resources"] = resources
     loo = power.leave_one_out()
     out["power_loo_error"] = round(max(abs(r.rel_error) for r in loo), 4)
     print(json.dumps(out))
     return out
-
-
-def _part(name: str) -> dict:
-    from targets.devices.catalog import board
-
-    p = board(name).part
-    return {k: getattr(p, k).value for k in ("lut", "ff", "dsp", "bram36", "uram") if getattr(p, k, None)}
 
 
 def _whole_network(variant, array: str) -> dict:

@@ -48,6 +48,37 @@ def _pad4(p) -> tuple[int, int, int, int]:
     raise FpgaError(f"layer: pad must be an int, (h, w) or (top, left, bottom, right), got {p!r}")
 
 
+def _json_array(obj) -> np.ndarray:
+    """JSON metadata as a uint8 array, so it travels inside an .npz without pickling."""
+    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+
+
+def _from_json_array(a: np.ndarray):
+    return json.loads(a.tobytes().decode())
+
+
+def kept_table(levels: np.ndarray, tm: int, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """[cout, k] integer levels -> (cols [nb or 1, kmax], weights [nb, kmax, tm]): the kept GEMM columns of
+    each row-block of tm output channels and their levels, as the accelerator's table holds them (rows past
+    cout are zero). Zero columns of a row-block are dropped when that makes it sparser than dense
+    (targets.tvm.lowering.plan_layer with br = tm); otherwise one shared dense table."""
+    cout, k = levels.shape
+    nb = math.ceil(cout / tm)
+    w2 = np.zeros((nb * tm, k), dtype=np.int64)
+    w2[:cout] = levels
+    blocks = w2.reshape(nb, tm, k)
+    kept = np.any(blocks != 0, axis=1)  # [nb, k]
+    if kept.all() or not kept.any():
+        return np.arange(k)[None, :], blocks.transpose(0, 2, 1)
+    from targets.tvm.lowering import plan_layer  # the TVM kernels' own table builder
+
+    plan = plan_layer(w2.astype(np.float32), "block", tm)
+    if plan.br != tm or plan.rows is not None:
+        raise FpgaError(f"layer {name or '?'}: unexpected row-block plan (br={plan.br})")
+    cols = plan.cols
+    return (cols[:1] if (cols == cols[:1]).all() else cols), np.rint(plan.weight).astype(np.int64).transpose(0, 2, 1)
+
+
 @dataclass
 class QLayer:
     """An integer conv (or linear: 1x1 on a 1x1 map) as the accelerator runs it.
@@ -82,12 +113,12 @@ class QLayer:
         """The layer as .npz: what the integer reference needs to check the accelerator's output."""
         meta = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
         np.savez(path, **{k: np.asarray(getattr(self, k)) for k in self.ARRAYS},
-                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+                 meta=_json_array(meta))
 
     @classmethod
     def load(cls, path: str | Path) -> QLayer:
         with np.load(path) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
+            meta = _from_json_array(z["meta"])
             meta["stride"], meta["pad"] = tuple(meta["stride"]), tuple(meta["pad"])
             return cls(**meta, **{k: z[k].copy() for k in cls.ARRAYS})
 
@@ -188,8 +219,7 @@ class QLayer:
                     stride=1, pad=0, bias=None, mult, shift, zx: int = 0, zout: int = 0, relu: bool = False,
                     weight_mode: str = "int8", act_bits: int = 8, name: str = "") -> QLayer:
         """From integer weight levels [cout, cin, kh, kw] (conv) or [cout, cin] (linear; input_chw may be
-        omitted). Zero columns of a row-block are dropped when they make it sparser than dense
-        (targets.tvm.lowering.plan_layer with br = tm); otherwise one shared dense table."""
+        omitted), with the table of `kept_table`."""
         levels = np.asarray(levels)
         if levels.ndim == 2:
             levels = levels[:, :, None, None]
@@ -204,25 +234,8 @@ class QLayer:
         if weight_mode not in WEIGHT_MODES:
             raise FpgaError(f"layer {name or '?'}: unsupported weight mode '{weight_mode}' "
                             f"(expected one of {', '.join(WEIGHT_MODES)})")
-        k = cin * kh * kw
         nb = math.ceil(cout / tm)
-        w2 = np.zeros((nb * tm, k), dtype=np.int64)
-        w2[:cout] = levels.reshape(cout, k)
-        blocks = w2.reshape(nb, tm, k)
-        kept = np.any(blocks != 0, axis=1)  # [nb, k]
-        if kept.all() or not kept.any():
-            cols = np.arange(k)[None, :]
-            wts = blocks.transpose(0, 2, 1)
-        else:
-            from targets.tvm.lowering import plan_layer  # the TVM kernels' own table builder
-
-            plan = plan_layer(w2.astype(np.float32), "block", tm)
-            if plan.br != tm or plan.rows is not None:
-                raise FpgaError(f"layer {name or '?'}: unexpected row-block plan (br={plan.br})")
-            cols = plan.cols
-            wts = np.rint(plan.weight).astype(np.int64).transpose(0, 2, 1)
-            if (cols == cols[:1]).all():
-                cols = cols[:1]
+        cols, wts = kept_table(levels.reshape(cout, -1), tm, name)
         if weight_mode == "binary" and nb * tm > cout:
             wts = wts.copy()
             wts[-1, :, cout - (nb - 1) * tm:] = 1  # rows past cout are computed but never written
@@ -490,12 +503,12 @@ class Program:
         return from_ddr(buf, m["cout"], m["ho"], m["wo"], m["act_bits"])
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, image=self.image, meta=np.frombuffer(json.dumps(self.meta).encode(), dtype=np.uint8))
+        np.savez(path, image=self.image, meta=_json_array(self.meta))
 
     @classmethod
     def load(cls, path: str | Path) -> Program:
         with np.load(path) as z:
-            return cls(z["image"].copy(), json.loads(z["meta"].tobytes().decode()))
+            return cls(z["image"].copy(), _from_json_array(z["meta"]))
 
 
 def pack(layer: QLayer, design: DesignPoint) -> Program:

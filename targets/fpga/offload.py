@@ -27,7 +27,7 @@ from tvm import relax
 
 from targets.fpga import FpgaError
 from targets.fpga.design import WEIGHT_MODES, DesignPoint
-from targets.fpga.layer import QLayer
+from targets.fpga.layer import QLayer, kept_table
 from targets.fpga.reference import quantize_multipliers
 from targets.tvm.lowering import _Chain, _find_chains
 
@@ -210,18 +210,12 @@ def _refusal(ch: _Chain, design: DesignPoint) -> str | None:
 
 
 def _zero_in_table(levels: np.ndarray, tm: int) -> bool:
-    """Would the accelerator's table of this [cout, k] weight hold a zero weight? A column pruned in all TM
-    rows of a row-block is skipped (not in the table); a kept column must be non-zero in every real row,
-    and row-blocks must keep equally many columns (a shorter table is padded with zero weights)."""
-    cout, k = levels.shape
-    nb = -(-cout // tm)
-    w = np.zeros((nb * tm, k), dtype=np.int64)
-    w[:cout] = levels
-    real = (np.arange(nb * tm) < cout)[:, None]
-    nonzero = ((w != 0) | ~real).reshape(nb, tm, k)
-    kept = ((w != 0) & real).reshape(nb, tm, k).any(1)
-    counts = kept.sum(1)
-    return bool(np.any(kept & ~nonzero.all(1))) or not (counts == counts[0]).all()
+    """Would the accelerator's table of this [cout, k] weight hold a zero level in a real output channel?
+    A column pruned in all tm rows of a row-block is not in the table; a kept column with a zero, or a
+    shorter row-block padded to kmax, puts one there (QLayer.validate refuses it for binary)."""
+    _, wts = kept_table(levels, tm)
+    rows = wts.transpose(0, 2, 1).reshape(-1, wts.shape[1])[: levels.shape[0]]
+    return bool(np.any(rows == 0))
 
 
 def _layer(ch: _Chain, name: str, idx: int, gin: Grid, gout: Grid, source: str, design: DesignPoint,

@@ -74,21 +74,28 @@ def board_of(options: FpgaOptions):
         raise TargetError(str(exc)) from None
 
 
+def part_resources(b) -> dict:
+    """The board part's {lut, ff, dsp, bram36, uram} as `synth.fits` takes them."""
+    return {k: getattr(b.part, k).value for k in ("lut", "ff", "dsp", "bram36", "uram") if getattr(b.part, k, None)}
+
+
 def resources_for(design, b) -> dict:
-    """Synthesized resources of the design for the board's family, or one line naming what does not fit."""
+    """Synthesized resources of the design for the board's family, or one line naming what does not fit
+    (before synthesis when the DSP lower bound already shows it)."""
     from targets.fpga import synth
 
-    part = {k: getattr(b.part, k).value for k in ("lut", "ff", "dsp", "bram36", "uram") if getattr(b.part, k, None)}
-    why = synth.fits_before_synthesis(design, part)
-    if why:
-        raise TargetError(f"design point {design.label} does not fit {b.name} ({b.part.name}): {why}")
+    part = part_resources(b)
+
+    def check(why: str | None) -> None:
+        if why:
+            raise TargetError(f"design point {design.label} does not fit {b.name} ({b.part.name}): {why}")
+
+    check(synth.fits_before_synthesis(design, part))
     try:
         rep = synth.synthesize(design, b.part.family)
     except FpgaError as exc:
         raise TargetError(str(exc)) from None
-    why = synth.fits(rep, part)
-    if why:
-        raise TargetError(f"design point {design.label} does not fit {b.name} ({b.part.name}): {why}")
+    check(synth.fits(rep, part))
     return rep.as_dict()
 
 
@@ -161,18 +168,19 @@ class FpgaSimTarget(Target):
         macs_acc = sum(o.layer.macs * o.batch for o in report.layers)
         macs_arm = sum(r["macs"] for r in lowered.layers)
         clock_mhz = options.clock_mhz or b.pl.default_clock_mhz.value
+        array = f"{design.tm}x{design.tn}"  # lowbit_array or array, by the variant's precision
+        fraction = macs_acc / (macs_acc + macs_arm) if macs_acc + macs_arm else 0.0
         return {
             "board": b.key, "board_name": b.name, "part": b.part.name, "family": b.part.family,
-            "clock_mhz": clock_mhz, "idle_w": options.idle_w, "array": f"{design.tm}x{design.tn}",
+            "clock_mhz": clock_mhz, "idle_w": options.idle_w, "array": array,
             "design": asdict(design), "design_label": design.label,
             "resources": res, "tag": tag, "offloaded": [o.summary() for o in report.layers],
             "kept_on_arm": report.kept, "arm_ops": [asdict(o) for o in ops], "arm_lowered_layers": lowered.layers,
-            "macs_effective": int(macs_acc + macs_arm),
-            "offloaded_mac_fraction": macs_acc / (macs_acc + macs_arm) if macs_acc + macs_arm else 0.0,
+            "macs_effective": int(macs_acc + macs_arm), "offloaded_mac_fraction": fraction,
             "kernels": kernel_names(ex),
-            "row": {"board": b.key, "clock_mhz": clock_mhz, "array": f"{design.tm}x{design.tn}", "lut": res.get("lut"),
+            "row": {"board": b.key, "clock_mhz": clock_mhz, "array": array, "lut": res.get("lut"),
                     "ff": res.get("ff"), "dsp": res.get("dsp"), "bram36": res.get("bram36"),
-                    "offloaded_mac_fraction": macs_acc / (macs_acc + macs_arm) if macs_acc + macs_arm else 0.0},
+                    "offloaded_mac_fraction": fraction},
         }
 
     def open(self, device: str | None, options: FpgaOptions) -> Session:

@@ -29,7 +29,6 @@ class PerturbedHostCPU(HostCPUTarget):
         return super().compile(wrong, options, workdir)
 
 
-
 class CorruptedFpgaSim(FpgaSimTarget):
     """fpga-sim whose packed accelerator program has its first layer's weights scrambled after compiling:
     the hardware accepts it, the outputs are wrong, and verification must catch it before any figure."""
