@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from bench.store import RunStore  # noqa: E402
 
@@ -33,6 +34,36 @@ def _save(fig, run_dir: str | Path, name: str) -> list[Path]:
         fig.savefig(p, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+def _plain(value: float, _pos=None) -> str:
+    """0.001, 0.5, 2, 600, 10,000: a plain number (3 significant digits) however small or large the axis, never
+    6x10^-1 or 1e+03."""
+    if value <= 0:
+        return ""
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return np.format_float_positional(value, precision=3, unique=False, fractional=False, trim="-")
+
+
+def plain_log_labels(axis) -> None:
+    """Plain labels on a log axis: every decade; between decades 2 and 5 when the axis spans under two decades,
+    every minor tick under 0.6 of a decade (such an axis may have no decade tick to label at all)."""
+
+    def minor(value: float, _pos=None) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        decades = np.log10(max(hi, 1e-12) / max(lo, 1e-12))
+        mantissa = round(value / 10 ** np.floor(np.log10(value) + 1e-9)) if value > 0 else 0
+        shown = decades < 0.6 or (decades < 2 and mantissa in (2, 5))
+        return _plain(value) if shown else ""
+
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _spread(values: pd.Series) -> float:
+    v = values.dropna()
+    return float(v.max() / max(v.min(), 1e-9)) if len(v) else 1.0
 
 
 def _kind(df: pd.DataFrame, col: str) -> pd.Series:
@@ -57,8 +88,7 @@ def latency_plot(run_dir: str | Path) -> list[Path]:
     ncol = min(len(models), 3)
     nrow = -(-len(models) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False)
-    values = pd.concat([measured["latency_ms"], points["latency_ms"]])
-    log = values.max() / max(values.min(), 1e-9) > 20
+    log = _spread(pd.concat([measured["latency_ms"], points["latency_ms"]])) > 20
     for ax, model in zip(axes.flat, models, strict=False):
         sub = ok[ok["model"] == model]
         order = list(dict.fromkeys(sub["target"]))
@@ -75,6 +105,7 @@ def latency_plot(run_dir: str | Path) -> list[Path]:
                               edgecolor="black", jitter=False, ax=ax, legend=False)
         if log:
             ax.set_yscale("log")
+            plain_log_labels(ax.yaxis)
         ax.set_title(model)
         ax.set_xlabel("target")
         ax.set_ylabel("latency per inference (ms)")
@@ -91,42 +122,69 @@ def latency_plot(run_dir: str | Path) -> list[Path]:
     return _save(fig, run_dir, "latency")
 
 
+# row of the efficiency figure: column, axis label (with its unit), CI half-width column (measured only)
+EFFICIENCY = (
+    ("energy_mj_per_inf", "energy (mJ/inference)", "energy_mj_per_inf_ci"),
+    ("inf_per_j", "inferences/J (= FPS/W)", None),
+    ("gops_per_w", "GOPS/W", None),
+)
+
+
+def _bars(ax, data: pd.DataFrame, col: str, ci: str | None, order: list[str], palette: dict) -> None:
+    """Grouped bars (targets on x, one bar per variant) hatched by energy kind, with the 95% CI of measured ones."""
+    variants = [v for v in palette if v in set(data["variant"])]
+    width = 0.8 / max(len(variants), 1)
+    for i, variant in enumerate(variants):
+        sub = data[(data["variant"] == variant) & data[col].notna()]
+        for r in sub.itertuples():
+            x = order.index(r.target_kind) - 0.4 + width * (i + 0.5)
+            value = getattr(r, col)
+            ax.bar(x, value, width, color=palette[variant], hatch=HATCH[r.kind], edgecolor="black", linewidth=0.6)
+            half = getattr(r, ci) if ci else None
+            if r.kind == "measured" and half is not None and pd.notna(half):
+                ax.errorbar(x, value, yerr=half, color="black", capsize=3, linewidth=1)
+    ax.set_xticks(range(len(order)), order, rotation=20)
+
+
 def efficiency_plot(run_dir: str | Path) -> list[Path]:
-    """Energy efficiency (inferences per joule = FPS/W, and GOPS/W) for every cell with an energy
-    figure; bars of simulated/modeled energy are hatched and their targets labelled with the kind."""
+    """Energy per inference (with its 95% CI where measured), inferences per joule (= FPS/W) and GOPS/W for
+    every cell with an energy figure; bars of simulated/modeled energy are hatched, their targets labelled."""
     df = RunStore(run_dir).measurements()
-    data = df[(df["status"] == "ok") & df["inf_per_j"].notna()].copy()
+    data = df[(df["status"] == "ok") & (df["inf_per_j"].notna() | df["energy_mj_per_inf"].notna())].copy()
     if data.empty:
         return []
     data["kind"] = _kind(data, "energy_kind")
     data["target_kind"] = [t if k == "measured" else f"{t}\n[{k}]" for t, k in zip(data["target"], data["kind"],
                                                                                    strict=True)]
     sns.set_theme(style="whitegrid", context="notebook")
-    long = data.melt(id_vars=["model", "variant", "target_kind", "kind"], value_vars=["inf_per_j", "gops_per_w"],
-                     var_name="metric", value_name="value")
-    long["metric"] = long["metric"].map({"inf_per_j": "inferences / J (= FPS/W)", "gops_per_w": "GOPS / W"})
     variants = list(dict.fromkeys(data["variant"]))
     palette = dict(zip(variants, sns.color_palette(n_colors=len(variants)), strict=True))
-    order = list(dict.fromkeys(data["target_kind"]))
-    g = sns.catplot(data=long, kind="bar", x="target_kind", y="value", hue="variant", row="metric", col="model",
-                    order=order, hue_order=variants, palette=palette, saturation=1, sharey=False, height=3.5, aspect=1.3)
-    g.set_titles("{row_name} | {col_name}")
-    g.set_axis_labels("target", "per joule of total energy")
-    kinds = {(r.model, r.variant, r.target_kind): r.kind for r in data.itertuples()}
-    for (_metric, model), ax in g.axes_dict.items():
-        for bar in ax.patches:
-            # the bar's variant by its colour (seaborn's containers are unlabelled), its target by position
-            variant = next((v for v, c in palette.items() if np.allclose(bar.get_facecolor()[:3], c, atol=1e-3)), None)
-            xi = round(bar.get_x() + bar.get_width() / 2)
-            kind = kinds.get((model, variant, order[xi] if 0 <= xi < len(order) else None))
-            if kind:
-                bar.set_hatch(HATCH[kind])
-                bar.set_edgecolor("black")
-        ax.tick_params(axis="x", rotation=20)
+    models = list(dict.fromkeys(data["model"]))
+    rows = [m for m in EFFICIENCY if data[m[0]].notna().any()]
+    fig, axes = plt.subplots(len(rows), len(models), figsize=(4.8 * len(models), 3.6 * len(rows)), squeeze=False)
+    for (col, label, ci), ax_row in zip(rows, axes, strict=True):
+        log = _spread(data[col]) > 20
+        for ax, model in zip(ax_row, models, strict=True):
+            sub = data[data["model"] == model]
+            order = list(dict.fromkeys(sub["target_kind"]))
+            _bars(ax, sub, col, ci, order, palette)
+            if log:
+                ax.set_yscale("log")
+                plain_log_labels(ax.yaxis)
+            ax.set_title(model)
+            ax.set_xlabel("target")
+            ax.set_ylabel(label)
     present = sorted(set(data["kind"]), key=list(HATCH).index)
-    g.figure.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=HATCH[k], label=k) for k in present],
-                    title="figure kind", loc="lower left", bbox_to_anchor=(1.0, 0.1), frameon=False)
-    return _save(g.figure, run_dir, "efficiency")
+    handles = [Patch(facecolor=palette[v], label=v) for v in variants]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCH[k], label=f"{k} energy") for k in present]
+    if "measured" in present and any(ci and data[ci].notna().any() for _, _, ci in rows):
+        handles.append(Line2D([], [], color="black", marker="_", markersize=10, label="95% CI (measured)"))
+    fig.legend(handles=handles, title="variant, figure kind", loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               frameon=False)
+    fig.suptitle("Energy efficiency\nmJ/inference: idle-subtracted; inferences/J, GOPS/W: total energy",
+                 y=1.02, fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, run_dir, "efficiency")
 
 
 def all_plots(run_dir: str | Path) -> list[Path]:
