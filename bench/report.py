@@ -235,7 +235,8 @@ def baseline_ratios(df: pd.DataFrame, base_targets: Mapping[str, str | None] | N
         if is_pruned(r) and not math.isnan(speedup):
             realized = speedup / ratio(r.get("macs_dense"), r.get("macs_effective"))
         tgt = (base_targets or {}).get(run)
-        ref = by_variant.get((run, as_text(r["model"]), as_text(r["variant"]), tgt)) if tgt and tgt != r["target"] else None
+        on_other = tgt and tgt != as_text(r.get("target"))
+        ref = by_variant.get((run, as_text(r.get("model")), as_text(r.get("variant")), tgt)) if on_other else None
         t_speedup, t_saving = _against(r, ref, kinds=False)
         out.append({"baseline": base["variant"] if base is not None and base is not r else None,
                     "speedup": speedup, "energy_saving": saving, "mac_realization": realized,
