@@ -16,6 +16,7 @@ Units are SI unless a name says otherwise: seconds, watts, joules, hertz.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
@@ -37,7 +38,7 @@ from pruning.variant import Variant, cache_dir
 __all__ = [
     "API_VERSION", "KINDS", "Artifact", "DeviceSnapshot", "EnergyResult", "Estimate", "Executor", "Figure",
     "LocalShell", "Measurement", "Meter", "MeterContext", "MeterError", "NoOptions", "NotRunnable", "PolledMeter", "PowerTrace", "ProtocolSpec",
-    "Session", "Shell", "Target", "TargetError", "Variant", "Window", "cache_dir", "check_provenance", "kind_of",
+    "Session", "Shell", "Target", "TargetError", "Variant", "Window", "cache_dir", "check_provenance", "did_you_mean", "kind_of",
     "time_callable",
 ]
 
@@ -47,6 +48,13 @@ Kind = Literal["measured", "simulated", "modeled"]
 
 
 # ---------------------------------------------------------------------------------------------------- errors
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest of `candidates`, or '' when none is close: for one-line
+    errors about a near-miss name (a key, a target, a meter, an option, a layer)."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 class TargetError(RuntimeError):
     """A backend problem with a one-line message: missing tool, device, bad option, or a failed build."""
 
@@ -517,7 +525,15 @@ class Target(ABC):
         except ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
-            raise TargetError(f"{self.name}: option '{key}': {err['msg']}") from None
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown option{did_you_mean(key, self.Options.model_fields)} (accepted: " \
+                      f"{', '.join(self.Options.model_fields) or 'none'})"
+            raise TargetError(f"{self.name}: option '{key}': {msg}") from None
+
+    def preflight(self, options: BaseModel, devices: list[str]) -> None:  # noqa: B027 - nothing to check by default
+        """Checked when a campaign loads, before anything runs: raise TargetError (one line) for what
+        would fail only later, e.g. a missing device-side binary for the `devices` this entry names."""
 
     def version(self) -> str:
         """Part of the artifact cache key: change it when compiled output would change."""

@@ -6,22 +6,19 @@ ratio of latencies (B/A, and the speedup A/B), a two-sided Mann-Whitney U test o
 (samples.parquet) at `alpha` for measured rows, and the energy ratio B/A where both rows have energy. Simulated and
 modeled figures are deterministic: no test is run on them.
 
-Registered in bench/cli.py as `app.command(name="compare")(friendly(compare_command))`: errors are StoreErrors.
+The command itself is bench/compare_cli.py (light to import); errors are StoreErrors.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-import typer
 
+from bench.compare_cli import ALPHA, KEYS  # defined beside the command, which must not import this module
 from bench.report import (
     as_float,
     as_text,
@@ -35,8 +32,6 @@ from bench.report import (
 )
 from bench.store import StoreError
 
-KEYS = ("model", "variant", "target", "device")
-ALPHA = 0.05
 MIN_SAMPLES = 2
 DETERMINISTIC = "deterministic (simulated/modeled)"
 
@@ -202,33 +197,3 @@ def summary_lines(doc: dict) -> list[str]:
             lines.append(f"only in {side.upper()}: " + " / ".join(v for v in (r["model"], r["variant"], r["target"],
                                                                               r["device"]) if v))
     return lines
-
-
-def compare_command(
-    run_a: Annotated[Path, typer.Argument(help="the reference run directory (A)", show_default=False)],
-    run_b: Annotated[Path, typer.Argument(help="the run directory compared with it (B)", show_default=False)],
-    json_out: Annotated[bool, typer.Option("--json", help="print the comparison as JSON to stdout")] = False,
-    by: Annotated[str, typer.Option(help="keys that match cells, comma-separated subset of model, variant, target, "
-                                         "device (device matches where both rows name one)")] = ",".join(KEYS),
-    alpha: Annotated[float, typer.Option(help="significance level of the Mann-Whitney U test")] = ALPHA,
-) -> None:
-    """Compare two runs cell by cell: latency ratio, significance of the difference, energy ratio.
-
-    Measured cells get a two-sided Mann-Whitney U test on their raw per-inference samples; simulated and
-    modeled figures are deterministic and get none. Runs from other days, devices or targets can be compared
-    with --by model,variant.
-
-    [bold]Example[/]: joulebench compare results/quickstart/monday results/quickstart/tuesday
-    [bold]Example[/]: joulebench compare results/phone/run1 results/fpga/run1 --by model,variant --json
-    """
-    if not 0 < alpha < 1:
-        raise StoreError(f"--alpha: must be in (0, 1), got {alpha}")
-    doc = compare_runs(load_run(run_a), load_run(run_b), parse_by(by), alpha)
-    if json_out:
-        sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-        return
-    from bench.console import console
-
-    console.print(render_table(doc))
-    for line in summary_lines(doc):
-        console.print(line, highlight=False, markup=False)

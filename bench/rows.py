@@ -28,11 +28,12 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "sparsity": ("float64", "target sparsity"),
     "bits": ("Int64", "weight bits (32: float)"),
     "precision": ("string", "the variant's numeric precision"),
+    "executed": ("string", "precision the target actually executed (e.g. fp32 for a quantized variant run dequantized)"),
     "target": ("string", "backend"),
     "device": ("string", "device the cell ran on"),
-    "status": ("string", "ok | failed | skipped | compiled"),
+    "status": ("string", "ok | failed | skipped | compiled (built, not run: no device)"),
     "message": ("string", "why a cell did not finish ok"),
-    "verified": ("boolean", "output matched the reference before any figure was taken"),
+    "verified": ("boolean", "output matched the reference before any figure was taken (empty: not run)"),
     "max_abs_err": ("float64", "max |output - reference|"),
     "tolerance": ("float64", "allowed max |error|"),
     "latency_ms": ("float64", "headline latency per inference: the measured median, or the simulated/modeled value"),
@@ -61,6 +62,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "energy_total_mj_per_inf": ("float64", "energy per inference including idle power"),
     "inf_per_j": ("float64", "inferences per joule of total energy"),
     "gops_per_w": ("float64", "2 x executed MACs per joule / 1e9"),
+    "gops_per_w_dense": ("float64", "2 x the dense model's MACs per joule / 1e9 (dense-equivalent work)"),
     "power_samples": ("Int64", "meter samples in the timed window (measured only)"),
     "meter": ("string", "power meter (measured only)"),
     "energy_method": ("string", "integration method (measured only)"),
@@ -85,6 +87,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "git_commit": ("string", "joulebench commit the cell ran on"),
     "host": ("string", "host name the cell ran on"),
     "finished_at": ("string", "UTC time the cell finished"),
+    "warnings": ("string", "warnings about the cell, '; '-separated (also in the run's warnings.json)"),
 }
 COLUMNS = list(SCHEMA)
 

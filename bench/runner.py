@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import shutil
 import threading
@@ -23,12 +24,15 @@ import targets as target_registry
 from bench import host, power
 from bench.api import Artifact, Measurement, MeterError, NotRunnable, Session, Target, TargetError, Variant, cache_dir
 from bench.campaign import Campaign, Cell
+from bench.cell_warnings import cell_warnings
 from bench.protocol import measure, throttled
 from bench.rows import SCHEMA, dumps_inputs
+from bench.runlock import RunLock
 from bench.stats import summarize
-from bench.store import RunStore, write_atomic
+from bench.store import RunStore, resolve_run, write_atomic
 from pruning.compress import make_variant
 from pruning.errors import CompressionError
+from pruning.store import load_variant
 
 Progress = Callable[[str], None]
 
@@ -43,6 +47,7 @@ class RunSummary:
     ran: int = 0
     skipped_done: int = 0
     failed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # unique, in the order first seen
 
 
 def compile_cached(target: Target, variant: Variant, options) -> tuple[Artifact, float]:
@@ -72,15 +77,19 @@ def compile_cached(target: Target, variant: Variant, options) -> tuple[Artifact,
 
 
 def _base_row(camp: Campaign, run_id: str, cell: Cell, device: str | None) -> dict:
-    return {"campaign": camp.name, "run_id": run_id, "cell_id": cell.id, "model": cell.model.spec().label,
-            "variant": cell.compression.label, "scheme": cell.compression.scheme, "target": cell.target.name,
+    c = cell.compression  # a cell that fails early still says what it was
+    return {"campaign": camp.name, "run_id": run_id, "cell_id": cell.id, "model": cell.model.label,
+            "variant": cell.variant_label or c.label, "scheme": c.scheme, "sparsity": c.sparsity if c.scheme != "none" else 0.0,
+            "bits": c.bits if c.quantized else (16 if c.precision == "fp16" else 32), "target": cell.target.name,
             "device": device or "none", "status": "failed", "verified": False}
 
 
 class Runner:
-    def __init__(self, camp: Campaign, out: Path, progress: Progress | None = None, on_epoch=None) -> None:
+    def __init__(self, camp: Campaign, out: Path, progress: Progress | None = None, on_epoch=None,
+                 on_cell: Callable[[dict, int], None] | None = None) -> None:
         self.camp, self.out = camp, Path(out)
         self.on_epoch = on_epoch
+        self.on_cell = on_cell or (lambda _row, _done: None)  # (finished row, cells finished so far)
         self.store = RunStore(out)
         self.progress = progress or (lambda _msg: None)
         self.variants: dict[str, Variant | Exception] = {}
@@ -97,20 +106,58 @@ class Runner:
             "cells": [c.id for c in self.camp.cells()],
         }
 
-    def run(self, resume: bool = False, force: bool = False) -> RunSummary:
-        prior = self.store.manifest() if resume and (self.out / "manifest.json").exists() else None
+    def run(self, resume: bool = False, fresh: bool = False, allow_mixed: bool = False,
+            replace_campaign: bool = False) -> RunSummary:
+        """Run every cell not yet finished. A directory holding results is refused unless `resume`
+        (the same campaign: finished cells kept) or `fresh` (its results deleted first);
+        `allow_mixed` accepts resuming a run made on another commit or host; `replace_campaign`
+        resumes with an edited campaign, deleting the cells it no longer has (for `reproduce`)."""
+        with RunLock(self.out) as lock:
+            if lock.stale:
+                self.progress(f"took over a stale lock of PID {lock.stale.get('pid')} on {lock.stale.get('host')}")
+            prior = self.check(resume, fresh, allow_mixed, replace_campaign)
+            if fresh:
+                self.store.wipe()
+            return self._run_locked(None if fresh else prior, allow_mixed, replace_campaign)
+
+    def check(self, resume: bool = False, fresh: bool = False, allow_mixed: bool = False,
+              replace_campaign: bool = False) -> dict | None:
+        """Refuse (RunError, one line) what would orphan or mix results; read-only, so a CLI can ask before
+        it starts anything. Returns the manifest of the results already in the directory, if any."""
+        if not (self.out / "manifest.json").exists():
+            return None
+        prior = self.store.manifest()
+        finished = len(list(self.store.cells_dir.glob("*.json"))) if self.store.cells_dir.is_dir() else 0
+        if fresh:
+            return prior
+        if not resume:
+            raise RunError(f"{self.out} already holds a run of campaign '{prior.get('campaign')}' ({finished} cells "
+                           "finished): continue it with --resume, or start afresh with --force (deletes them)")
+        if prior.get("campaign_hash") != self.camp.hash and not replace_campaign:
+            was = prior.get("campaign_file") or prior.get("campaign")
+            raise RunError(f"{self.out} holds a run of another campaign ({was}, hash {prior.get('campaign_hash')}; "
+                           f"this one is {self.camp.hash}): --resume continues the same campaign only; use "
+                           "another --out, or --force to start afresh")
+        origin = {"git_commit": host.git_commit(), "host": host.describe()["hostname"]}
+        _check_origin(prior, origin, self.out, allow_mixed)
+        return prior
+
+    def _run_locked(self, prior: dict | None, allow_mixed: bool, replace_campaign: bool) -> RunSummary:
         manifest = self.manifest(prior)
         origin = {"git_commit": manifest["git_commit"], "host": manifest["host"]["hostname"]}
-        manifest["origins"] = _check_origin(prior, origin, self.out, force) if prior is not None else [origin]
+        manifest["origins"] = _check_origin(prior, origin, self.out, allow_mixed) if prior is not None else [origin]
         self._origin = origin
         self.store.init(manifest)
+        _link_latest(self.out, self.camp.name)
         cells = self.camp.cells()
         ids = [c.id for c in cells]
+        if replace_campaign:
+            self.store.drop_cells_except(ids)
         summary = RunSummary(self.out)
         todo = []
         for i, cell in enumerate(cells):
-            done = self.store.cell(cell.id)
-            if resume and done is not None and done["row"].get("status") in ("ok", "skipped"):
+            done = self.store.cell(cell.id) if prior is not None else None
+            if done is not None and done["row"].get("status") in ("ok", "skipped"):
                 summary.skipped_done += 1
             else:
                 todo.append((i, cell))
@@ -140,6 +187,11 @@ class Runner:
             summary.ran += 1
             if row["status"] == "failed":
                 summary.failed.append(f"{cell.label}: {row['message']}")
+            for w in extra.get("warnings", []):
+                if w not in summary.warnings:
+                    summary.warnings.append(w)
+            self.store.add_warnings(cell.id, extra.get("warnings", []))
+            self.on_cell(row, summary.ran + summary.skipped_done)
 
     def _run_spread(self, group: list, total: int, ids: list[str], summary: RunSummary) -> None:
         """One entry's cells over its devices: one cell per device at a time, devices in parallel.
@@ -168,8 +220,11 @@ class Runner:
         key = json.dumps([cell.model.model_dump(), cell.compression.model_dump(mode="json")], sort_keys=True)
         if key not in self.variants:
             try:
-                self.progress(f"compressing {cell.model.spec().label} / {cell.compression.label}")
-                self.variants[key] = make_variant(cell.model.spec(), cell.compression, self.on_epoch)
+                if cell.model.variant:  # made by `joulebench compress`: used as stored
+                    self.variants[key] = load_variant(cell.model.variant)
+                else:
+                    self.progress(f"compressing {cell.model.label} / {cell.variant_label}")
+                    self.variants[key] = make_variant(cell.model.spec(), cell.compression, self.on_epoch)
             except CompressionError as exc:
                 self.variants[key] = exc
         v = self.variants[key]
@@ -193,6 +248,7 @@ class Runner:
         extra: dict = {}
         samples: list[list[float]] = []
         skey = None  # the session this cell used, once opened
+        variant, snapshot_empty = None, None
         try:
             variant = self._variant(cell)
             mf = variant.manifest
@@ -210,7 +266,8 @@ class Runner:
             options = target.parse_options(cell.target.options)
             self.progress(f"compiling {cell.label}")
             artifact, spent = compile_cached(target, variant, options)
-            row.update(compile_s=spent, artifact=str(artifact.path))
+            row.update(compile_s=spent, artifact=str(artifact.path), executed=artifact.manifest.get("executed"))
+            self.store.link_artifact(cell.id, row, artifact.path)
             extra["artifact_manifest"] = artifact.manifest
             # the compiled-MAC figure, where a backend reports one, replaces the variant's own
             if "macs_effective" in artifact.manifest:
@@ -237,13 +294,14 @@ class Runner:
             samples = m.samples_s
             if m.status == "ok":
                 row["throttled"] = throttled(m.before, m.after, self.camp.protocol)
-                row.update(_figure_columns(m, row.get("macs_effective")))
+                row.update(_figure_columns(m, row.get("macs_effective"), row.get("macs_dense")))
+                snapshot_empty = m.estimate is None and m.before.empty
                 if m.estimate is None:
                     extra["windows"] = {"idle": asdict(m.idle) if m.idle else None,
                                         "timed": [asdict(w) for w in m.windows]}
                     self.store.write_traces(cell.id, m.traces)
         except NotRunnable as exc:
-            row.update(status="compiled", message=str(exc))
+            row.update(status="compiled", verified=None, message=str(exc))  # built, not run: nothing to verify
         except (CompressionError, TargetError, MeterError) as exc:
             row["message"] = str(exc)
         except Exception as exc:  # a bug or an unforeseen backend error: record it, keep the campaign going
@@ -251,21 +309,24 @@ class Runner:
             extra["traceback"] = traceback.format_exc()
         if row["status"] == "failed" and skey is not None:
             self._drop_if_unhealthy(skey)
+        if variant is not None:
+            extra["warnings"] = cell_warnings(row, variant.manifest, snapshot_empty, _classes(variant))
+            row["warnings"] = "; ".join(extra["warnings"]) or None
         row.update(finished_at=datetime.now(UTC).isoformat(), **self._origin)
         return row, samples, extra
 
 
-def _check_origin(prior: dict, here: dict, out: Path, force: bool) -> list[dict]:
-    """The (commit, host) pairs a resumed run's cells come from; adding a new one needs --force."""
+def _check_origin(prior: dict, here: dict, out: Path, allow_mixed: bool) -> list[dict]:
+    """The (commit, host) pairs a resumed run's cells come from; adding a new one needs --allow-mixed."""
     origins = prior.get("origins") or [{"git_commit": prior.get("git_commit"),
                                         "host": (prior.get("host") or {}).get("hostname")}]
     if here in origins:
         return origins
-    if not force:
+    if not allow_mixed:
         was = origins[-1]
         raise RunError(f"{out} was run on commit {was['git_commit'] or 'unknown'} at host {was['host']}; this is "
                        f"commit {here['git_commit'] or 'unknown'} at host {here['host']}: resuming would mix them "
-                       "(add --force to resume anyway; the report then lists the mix)")
+                       "(add --allow-mixed to resume anyway; the report then lists the mix)")
     return [*origins, here]
 
 
@@ -292,10 +353,24 @@ def _meters(cell: Cell, target: Target, session: Session) -> tuple[list, str]:
     return [], f"energy unavailable: {why}"
 
 
-def _figure_columns(m: Measurement, macs: int | None) -> dict:
-    """Latency and energy columns of a finished cell, each with its kind and provenance."""
-    if m.estimate is not None:
-        return _estimate_columns(m, macs)
+def _classes(variant: Variant) -> int | None:
+    try:
+        return int(variant.reference_output.shape[-1])
+    except Exception:  # an output that is not a class vector: no chance level to compare with
+        return None
+
+
+def _figure_columns(m: Measurement, macs: int | None, macs_dense: int | None) -> dict:
+    """Latency and energy columns of a finished cell, each with its kind and provenance. GOPS/W is
+    given on the executed MACs and on the dense model's (a pruned model does less work per inference,
+    which the dense-equivalent figure credits instead of hiding)."""
+    cols = _estimate_columns(m, macs) if m.estimate is not None else _measured_columns(m, macs)
+    if cols.get("gops_per_w") and macs and macs_dense:  # same energy, the dense model's operation count
+        cols["gops_per_w_dense"] = cols["gops_per_w"] * macs_dense / macs
+    return cols
+
+
+def _measured_columns(m: Measurement, macs: int | None) -> dict:
     cols = summarize([s for rep in m.samples_s for s in rep])
     cols.update(latency_ms=cols["latency_ms_p50"], latency_kind="measured", latency_provenance=m.latency_provenance)
     if m.energy:
@@ -330,10 +405,26 @@ def _estimate_columns(m: Measurement, macs: int | None) -> dict:
     return cols
 
 
+def _link_latest(out: Path, campaign: str) -> None:
+    """results/<campaign>/latest -> the newest run, so `report results/<campaign>` finds it."""
+    if out.parent.name != campaign:
+        return
+    link = out.parent / "latest"
+    tmp = out.parent / f".latest.{time.time_ns()}"
+    try:
+        tmp.symlink_to(out.name)
+        os.replace(tmp, link)
+    except OSError:  # a file system without symlinks: `report` then picks the newest run by name
+        tmp.unlink(missing_ok=True)
+
+
 def default_out(camp: Campaign, root: Path = Path("results")) -> Path:
     return root / camp.name / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def latest_run(camp: Campaign, root: Path = Path("results")) -> Path | None:
-    runs = sorted(p for p in (root / camp.name).glob("*") if (p / "manifest.json").exists())
-    return runs[-1] if runs else None
+    folder = root / camp.name
+    if not folder.is_dir():
+        return None
+    run = resolve_run(folder)
+    return run if (run / "manifest.json").exists() else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from bench.api import Target, TargetError
+from bench.api import Target, TargetError, did_you_mean
 
 
 def registered() -> dict[str, str]:
@@ -24,7 +24,8 @@ def known(name: str) -> bool:
 def get(name: str) -> Target:
     ref = name if ":" in name else registered().get(name)
     if ref is None:
-        raise TargetError(f"unknown target '{name}' (installed: {', '.join(sorted(registered())) or 'none'})")
+        raise TargetError(f"unknown target '{name}'{did_you_mean(name, registered())} "
+                          f"(installed: {', '.join(sorted(registered())) or 'none'})")
     module, _, attr = ref.partition(":")
     try:
         cls = getattr(importlib.import_module(module), attr)

@@ -123,7 +123,7 @@ class HostCPUTarget(Target):
     def compile(self, variant: Variant, options: HostCPUOptions, workdir: Path) -> dict:
         from targets.tvm.build import build, kernel_names
         from targets.tvm.importer import to_relax
-        from targets.tvm.lowering import lower_variant
+        from targets.tvm.lowering import executed_precision, lower_variant
 
         target = host_target(options.mcpu)
         mod, lowered = lower_variant(to_relax(variant), variant, options.lowering)
@@ -132,7 +132,8 @@ class HostCPUTarget(Target):
             ex.export_library(str(workdir / "model.so"))
         except Exception as exc:
             raise TargetError(f"exporting the host-cpu library failed (is a C compiler installed?): {exc}") from None
-        return {"tvm_target": str(target), "kernels": kernel_names(ex), **tuning, **lowered}
+        return {"tvm_target": str(target), "kernels": kernel_names(ex), **tuning, **lowered,
+                "executed": executed_precision(variant, lowered)}
 
     def open(self, device: str | None, options: HostCPUOptions) -> Session:
         return HostCPUSession(device, options.threads)

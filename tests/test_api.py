@@ -346,7 +346,7 @@ def test_modeled_targets_take_no_meters(tmp_path, plugin_dir):
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_on_another_commit_or_host_needs_force(modeled_run, tmp_path, plugin_dir):
+def test_resume_on_another_commit_or_host_needs_allow_mixed(modeled_run, tmp_path, plugin_dir):
     import shutil
 
     run = tmp_path / "run"
@@ -356,8 +356,8 @@ def test_resume_on_another_commit_or_host_needs_force(modeled_run, tmp_path, plu
     (run / "manifest.json").write_text(json.dumps(m))
     camp = modeled_run.parent / "c.toml"
     r = run_cli("run", camp, "--out", run, "--resume", path=[plugin_dir])
-    assert r.returncode == 2 and "was run on commit 0123abc at host elsewhere" in r.stderr and "--force" in r.stderr
-    r = run_cli("run", camp, "--out", run, "--resume", "--force", check=True, path=[plugin_dir])
+    assert r.returncode == 2 and "was run on commit 0123abc at host elsewhere" in r.stderr and "--allow-mixed" in r.stderr
+    r = run_cli("run", camp, "--out", run, "--resume", "--allow-mixed", check=True, path=[plugin_dir])
     assert "mixed run: cells come from commit 0123abc at host elsewhere" in (run / "report.md").read_text()
 
 

@@ -82,7 +82,7 @@ def test_report_formats_and_plots(run_dir):
     assert (run_dir / "plots" / "latency.svg").read_text().lstrip().startswith("<?xml")
     assert "latency.png" in r.stdout
     bad = run_cli("report", run_dir, "-f", "pdf")
-    assert bad.returncode == 2 and "md, csv or html" in bad.stderr
+    assert bad.returncode == 2 and "md, csv, html, json" in bad.stderr
 
 
 def test_resume_skips_finished_cells(run_dir):

@@ -12,7 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from bench import report
-from bench.compare import DETERMINISTIC, compare_command
+from bench.compare import DETERMINISTIC
+from bench.compare_cli import compare_command
 from bench.store import RunStore, StoreError
 
 HOST = {"cpu": "test cpu", "cores": 2, "hostname": "h"}

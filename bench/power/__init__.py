@@ -6,7 +6,7 @@ import importlib
 import inspect
 from importlib.metadata import entry_points
 
-from bench.api import Meter, MeterContext, MeterError
+from bench.api import Meter, MeterContext, MeterError, did_you_mean
 
 
 def registered() -> dict[str, str]:
@@ -16,7 +16,8 @@ def registered() -> dict[str, str]:
 def meter_class(name: str) -> type[Meter]:
     ref = name if ":" in name else registered().get(name)
     if ref is None:
-        raise MeterError(f"unknown meter '{name}' (installed: {', '.join(sorted(registered()))})")
+        raise MeterError(f"unknown meter '{name}'{did_you_mean(name, registered())} "
+                         f"(installed: {', '.join(sorted(registered()))})")
     module, _, attr = ref.partition(":")
     try:
         cls = getattr(importlib.import_module(module), attr)
@@ -54,4 +55,5 @@ def check_spec(spec: str | dict) -> None:
         return
     unknown = sorted(set(spec) - set(params))
     if unknown:
-        raise MeterError(f"meter {cls.name}: unknown option '{unknown[0]}' (accepted: {', '.join(params) or 'none'})")
+        raise MeterError(f"meter {cls.name}: unknown option '{unknown[0]}'{did_you_mean(unknown[0], params)} "
+                         f"(accepted: {', '.join(params) or 'none'})")

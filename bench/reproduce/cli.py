@@ -36,7 +36,7 @@ def _errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError
 
 
-def reproduce(s, out: Path, force: bool = False, progress: Callable[[str], None] | None = None,
+def reproduce(s, out: Path, allow_mixed: bool = False, progress: Callable[[str], None] | None = None,
               on_epoch: Callable | None = None) -> dict:
     """Run a study (a matrix.Study) end to end; returns {"rows", "findings", "figures", "failed", "out", ...}."""
     from bench import rows as row_model
@@ -60,7 +60,9 @@ def reproduce(s, out: Path, force: bool = False, progress: Callable[[str], None]
         from bench.runner import Runner
 
         camp = campaign_mod.load(path)  # the runner's validation: a bad option is one line `file: key: error`
-        summary = Runner(camp, run_dir, say, on_epoch).run(resume=True, force=force)
+        # an edited matrix drops the cells it no longer has; the rest are kept
+        summary = Runner(camp, run_dir, say, on_epoch).run(resume=True, allow_mixed=allow_mixed,
+                                                           replace_campaign=True)
         failed += summary.failed
     rows = study.read_runs(run_dirs)
     rows = _parent_accuracy(rows, s, ckpts)
@@ -145,7 +147,7 @@ def reproduce_command(
     device: Annotated[list[str] | None, typer.Option(
         "--device", help="a real device to add (repeatable): android-gpu=adb:SERIAL or fpga-pynq=tcp:HOST:PORT "
                          "(extra target options after commas: ,board=pynq-z2)")] = None,
-    force: Annotated[bool, typer.Option(help="resume runs made on another commit or host")] = False,
+    allow_mixed: Annotated[bool, typer.Option(help="resume runs made on another commit or host")] = False,
 ) -> None:
     """Reproduce a study: its matrix through the campaign runner, its figures and its findings table.
 
@@ -163,7 +165,7 @@ def reproduce_command(
     try:
         with progress() as prog:
             task = prog.add_task("starting", total=None)
-            res = reproduce(s, out, force=force, progress=lambda m: prog.update(task, description=m),
+            res = reproduce(s, out, allow_mixed=allow_mixed, progress=lambda m: prog.update(task, description=m),
                             on_epoch=epoch_progress(prog))
     except _errors() as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)

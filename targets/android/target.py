@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bench.api import NotRunnable, Session, Target, Variant
+from bench.api import NotRunnable, Session, Target, TargetError, Variant
 from targets.android.profiles import CPU_PROFILES, GPU_PROFILES, cpu_target, gpu_target
 from targets.android.remote import DeviceOptions, RemoteSession, ndk_compiler
 
@@ -51,6 +51,12 @@ class _AndroidTarget(Target):
     def tvm_target(self, options):
         raise NotImplementedError
 
+    def preflight(self, options, devices: list[str]) -> None:
+        """A phone to run on needs the tvm_rpc binary pushed to it: say so before hours of compiling."""
+        if devices and not (options.tvm_rpc and Path(options.tvm_rpc).is_file()):
+            raise TargetError(f"{self.name}: option tvm_rpc must name the tvm_rpc binary built for the phone "
+                              f"(got {options.tvm_rpc!r}) to run on {devices[0]}; see README: Run on your phone")
+
     def _lower(self, mod, variant: Variant, options) -> tuple[object, dict]:
         from targets.tvm.lowering import ir_macs, lower_variant
         from targets.tvm.precision import to_fp16
@@ -76,6 +82,7 @@ class _AndroidTarget(Target):
         from targets.android.kernelstats import capture, kernel_stats
         from targets.tvm.build import build, kernel_names
         from targets.tvm.importer import to_relax
+        from targets.tvm.lowering import executed_precision
         from targets.tvm.precision import device_sources
 
         target = self.tvm_target(options)
@@ -95,7 +102,8 @@ class _AndroidTarget(Target):
             ex.export_library(str(workdir / "model.tar"))  # objects only: link later with the NDK
         sources = device_sources(ex)
         manifest = {"tvm_target": str(target), "profile": getattr(options, "profile", None),
-                    "loadable": host_build or bool(ndk), "ndk": ndk, **lowered}
+                    "loadable": host_build or bool(ndk), "ndk": ndk, **lowered,
+                    "executed": executed_precision(variant, lowered)}
         if "opencl" in sources:
             (workdir / "kernels.cl").write_text(sources["opencl"])
             manifest["kernels"] = opencl_kernels(sources["opencl"])

@@ -61,8 +61,9 @@ class TorchEagerTarget(Target):
 
     def compile(self, variant: Variant, options: TorchOptions, workdir: Path) -> dict:
         # eager mode multiplies pruned (zero) weights like any other: the work done is the dense work
+        # a quantized variant runs as its dequantized float graph here: say so next to its bits
         return {"torch": torch.__version__, "threads": options.threads or torch.get_num_threads(),
-                "macs_effective": variant.manifest["macs_dense"]}
+                "macs_effective": variant.manifest["macs_dense"], "executed": "fp32"}
 
     def open(self, device: str | None, options: TorchOptions) -> Session:
         return TorchSession(device, options.threads)

@@ -136,7 +136,7 @@ class FpgaSimTarget(Target):
         from targets.host_cpu import host_target
         from targets.tvm.build import build, kernel_names
         from targets.tvm.importer import to_relax
-        from targets.tvm.lowering import lower
+        from targets.tvm.lowering import executed_precision, lower
 
         design = design_for(variant, options)
         b = board_of(options)
@@ -178,6 +178,8 @@ class FpgaSimTarget(Target):
             "kept_on_arm": report.kept, "arm_ops": [asdict(o) for o in ops], "arm_lowered_layers": lowered.layers,
             "macs_effective": int(macs_acc + macs_arm), "offloaded_mac_fraction": fraction,
             "kernels": kernel_names(ex),
+            # the accelerator's lanes at the variant's precision; the ARM's share in int8 or fp32
+            "executed": f"{design.weight_mode} (accelerator) + {executed_precision(variant, {'lowered_layers': lowered.layers})} (ARM)",
             "row": {"board": b.key, "clock_mhz": clock_mhz, "array": array, "lut": res.get("lut"),
                     "ff": res.get("ff"), "dsp": res.get("dsp"), "bram36": res.get("bram36"),
                     "offloaded_mac_fraction": fraction},

@@ -340,6 +340,15 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     return out
 
 
+def executed_precision(variant, lowered: dict) -> str:
+    """The arithmetic a TVM artifact executes: int8 where the shared kernel runs quantized layers
+    (low-bit weights are unpacked to int8), else the float type of the graph (a quantized variant
+    compiled through TVM's own operators runs dequantized)."""
+    if any(la.get("dtype") == "int8" for la in lowered.get("lowered_layers") or []):
+        return "int8"
+    return "fp16" if "fp16" in str(lowered.get("lowering")) else "fp32"
+
+
 def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench", gpu: bool = False
                   ) -> tuple[tvm.IRModule, dict]:
     """Lower a variant's module as its compression scheme calls for; returns it with the manifest
