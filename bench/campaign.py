@@ -107,6 +107,7 @@ class CampaignMeta(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    baseline_target: str | None = None  # reports give every row's ratios against this target too
 
 
 def _listify(v):
@@ -123,7 +124,6 @@ class Campaign(BaseModel):
     compression: list[CompressionSpec] = Field(default_factory=lambda: [CompressionSpec()])
     targets: list[TargetEntry] = Field(min_length=1)
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
-    baseline_target: str | None = None  # reports give every row's ratios against this target too
 
     _source: Path | None = None
     _labels: dict[str, str] | None = None
@@ -226,7 +226,8 @@ def load(path: str | Path) -> Campaign:
     try:
         camp = Campaign.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # an unknown key first: a misspelt section (`[[model]]`) also leaves a required one missing
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         loc = _loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -260,9 +261,10 @@ def load(path: str | Path) -> Campaign:
         except TargetError as exc:
             raise CampaignError(f"{path}: targets[{i}]: {exc}") from None
     names = [t.name for t in camp.targets]
-    if camp.baseline_target is not None and camp.baseline_target not in names:
-        raise CampaignError(f"{path}: baseline_target: '{camp.baseline_target}' is not one of this campaign's "
-                            f"targets{did_you_mean(camp.baseline_target, names)} ({', '.join(names)})")
+    base = camp.campaign.baseline_target
+    if base is not None and base not in names:
+        raise CampaignError(f"{path}: campaign.baseline_target: '{base}' is not one of this campaign's "
+                            f"targets{did_you_mean(base, names)} ({', '.join(names)})")
     camp._source = path
     return camp
 

@@ -55,7 +55,7 @@ class RunLock:
             self._fd = None
 
     def __enter__(self) -> RunLock:
-        return self.acquire()
+        return self if self._fd is not None else self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()

@@ -27,7 +27,7 @@ from bench.campaign import Campaign, Cell
 from bench.cell_warnings import cell_warnings
 from bench.protocol import measure, throttled
 from bench.rows import SCHEMA, dumps_inputs
-from bench.runlock import RunLock
+from bench.runlock import LockedError, RunLock
 from bench.stats import summarize
 from bench.store import RunStore, resolve_run, write_atomic
 from pruning.compress import make_variant
@@ -112,7 +112,11 @@ class Runner:
         (the same campaign: finished cells kept) or `fresh` (its results deleted first);
         `allow_mixed` accepts resuming a run made on another commit or host; `replace_campaign`
         resumes with an edited campaign, deleting the cells it no longer has (for `reproduce`)."""
-        with RunLock(self.out) as lock:
+        try:
+            lock = RunLock(self.out).acquire()
+        except LockedError as exc:
+            raise RunError(str(exc)) from None
+        with lock:
             if lock.stale:
                 self.progress(f"took over a stale lock of PID {lock.stale.get('pid')} on {lock.stale.get('host')}")
             prior = self.check(resume, fresh, allow_mixed, replace_campaign)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -108,6 +109,11 @@ def test_remote_path_end_to_end_over_a_local_shell(tmp_path, phone):
     _check_remote_run(tmp_path, phone, df)
     gpu = df[df["target"] == "android-gpu"].iloc[0]
     assert gpu["status"] == "compiled" and gpu["message"].startswith("compiled, not run: no device given")
+    assert pd.isna(gpu["verified"])  # not run: nothing was checked, so neither True nor False
+    # what was executed: the block-sparse fp32 kernel family on both; the compiled builds are linked in the run
+    assert set(df["executed"]) == {"fp32"}
+    links = {p.resolve() for p in (tmp_path / "run" / "artifacts").iterdir()}
+    assert {Path(a).resolve() for a in df["artifact"]} == links and any((p / "kernels.cl").exists() for p in links)
     cell = pd.read_json(tmp_path / "run" / "cells" / f"{df[df['target'] == 'android-cpu'].iloc[0]['cell_id']}.json",
                         typ="series")
     assert cell["device_snapshot"]["before"]["temps_c"] == {"soc": 41.0}
