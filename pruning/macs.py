@@ -89,8 +89,14 @@ def count_module(model: torch.nn.Module, example: torch.Tensor, masks: dict | No
         return count_exported(torch.export.export(model.eval(), (example,)), masks)
 
 
-def count_onnx(path: str) -> GraphCount:
-    """Conv / Gemm / MatMul MACs of an ONNX model, using ONNX shape inference for output shapes."""
+def onnx_layer(weight: str) -> str:
+    """Layer name of an ONNX weight initializer: like the torch path's, the weight's name less '.weight'."""
+    return weight.removesuffix(".weight")
+
+
+def count_onnx(path: str, masks: dict | None = None) -> GraphCount:
+    """Conv / Gemm / MatMul MACs of an ONNX model, using ONNX shape inference for output shapes.
+    `masks` (weight initializer -> keep mask): effective MACs follow them, as in count_exported."""
     import onnx
     from onnx import numpy_helper
 
@@ -116,7 +122,10 @@ def count_onnx(path: str) -> GraphCount:
             macs = math.prod(out) * a[-1]
             layers.append(LayerCount(node.name or node.output[0], "matmul", macs, macs, 0, 0))
             continue
-        nnz = int((w != 0).sum())
+        if masks is None:
+            nnz = int((w != 0).sum())
+        else:
+            nnz = int(masks[node.input[1]].sum()) if node.input[1] in masks else int(w.size)
         if node.op_type == "Conv":
             positions = out[0] * math.prod(out[2:])
             dense, eff, op = positions * w.size, positions * nnz, "conv"
@@ -125,6 +134,6 @@ def count_onnx(path: str) -> GraphCount:
             n_out = w.shape[0] if (node.op_type == "Gemm" and trans_b) else w.shape[-1]
             rows = math.prod(out) // n_out
             dense, eff, op = rows * w.size, rows * nnz, "linear"
-        layers.append(LayerCount(node.input[1], op, int(dense), int(eff), int(w.size), nnz))
+        layers.append(LayerCount(onnx_layer(node.input[1]), op, int(dense), int(eff), int(w.size), nnz))
     n_params = sum(int(a.size) for a in inits.values())
     return GraphCount(tuple(layers), n_params)

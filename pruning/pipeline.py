@@ -8,19 +8,32 @@ import json
 import os
 
 import torch
+from torch import nn
 
 from pruning import data as datasets
 from pruning import quant
 from pruning.errors import CompressionError
-from pruning.macs import count_exported
+from pruning.graph import check_batch_free, trainable_module
+from pruning.macs import GraphCount, count_exported
 from pruning.schemes import apply_masks, prune
-from pruning.schemes.layers import prunable_layers, weighted_layers
+from pruning.schemes.layers import select_layers, weighted_layers
 from pruning.spec import CompressionSpec
 from pruning.train import OnEpoch, TrainConfig, accuracy, admm_prune, iterative_prune, train
 from pruning.variant import ModelSpec, Variant, cache_dir, tensor_digest
 
 
-def _dataset(model: ModelSpec, spec: CompressionSpec, dense: Variant) -> datasets.Dataset | None:
+def _trainable(dense: Variant, model: ModelSpec) -> nn.Module:
+    """A copy of the dense module to compress; a program (.pt2) is rebuilt with real layer modules."""
+    if dense.program is None:
+        return copy.deepcopy(dense.module)
+    net = trainable_module(dense.exported)
+    if not weighted_layers(net):
+        raise CompressionError(f"{model.path}: no conv2d / linear layer with its own weights in the program")
+    check_batch_free(net, dense.input_shape, model.path)
+    return net
+
+
+def _dataset(model: ModelSpec, spec: CompressionSpec, dense: Variant, net: nn.Module) -> datasets.Dataset | None:
     source = spec.data or ("digits" if dense.manifest.get("dataset") == "digits" else None)
     needs = spec.pretrain_epochs or spec.finetune_epochs or spec.admm_epochs or spec.qat_epochs \
         or spec.method != "oneshot"
@@ -30,15 +43,15 @@ def _dataset(model: ModelSpec, spec: CompressionSpec, dense: Variant) -> dataset
                                    "batch folder or an image folder")
         return None
     ds = datasets.load(source, dense.input_shape[1:], spec.seed)
-    out_features = [m for _, m in weighted_layers(dense.module)][-1].weight.shape[0]
+    out_features = weighted_layers(net)[-1][1].weight.shape[0]
     if ds.num_classes != out_features:
         raise CompressionError(f"dataset {ds.name} has {ds.num_classes} classes but {model.label} predicts {out_features}")
     return ds
 
 
 def compress(dense: Variant, model: ModelSpec, spec: CompressionSpec, on_epoch: OnEpoch | None = None) -> Variant:
-    net = copy.deepcopy(dense.module)
-    ds = _dataset(model, spec, dense)
+    net = _trainable(dense, model)
+    ds = _dataset(model, spec, dense, net)
     cfg = TrainConfig(lr=spec.lr, batch_size=spec.batch_size, seed=spec.seed)
     acc: dict[str, float | None] = {}
 
@@ -101,8 +114,7 @@ def _quantize(net, spec: CompressionSpec, masks, ds, cfg, dense: Variant, on_epo
         return qweights, act
     wbits, abits = spec.weight_act_bits
     layers = weighted_layers(net)
-    # first and last layers keep >= 8-bit weights, as in the low-bit literature (and like pruning's exemption)
-    bits_of = {n: (max(wbits, 8) if i in (0, len(layers) - 1) else wbits) for i, (n, _) in enumerate(layers)}
+    bits_of = quant.layer_bits([n for n, _ in layers], wbits)
     if spec.qat_epochs:
         from torch.nn.utils import parametrize
 
@@ -131,12 +143,33 @@ def _calibration_batches(ds, dense: Variant, n: int = 8, batch: int = 32):
 
 def _variant(dense: Variant, spec, net, masks, qweights, act, acc, parent, ds) -> Variant:
     v = Variant(dense.model, spec.label, dense.input_shape, {}, module=net, masks=masks, qweights=qweights,
-                act_quant=act)
+                act_quant=act, program=dense.program)
     count = count_exported(v.exported, masks)
+    names = [n for n, _ in weighted_layers(net)]
+    extras = [json.dumps({k: [a.bits, a.scale, a.zero_point] for k, a in act.items()}, sort_keys=True), spec.label,
+              json.dumps(list(dense.input_shape))]
+    if dense.program is not None:  # a program's graph is not in its state_dict: key the hash by its file too
+        extras.append(dense.hash)
+    tensors = {**net.state_dict(), **{f"mask:{k}": m for k, m in masks.items()}}
+    layer_masks = {k.removesuffix(".weight"): m for k, m in masks.items()}
+    v.manifest = {
+        **variant_manifest(dense, spec, count, names, layer_masks, qweights, act),
+        "calibration": (spec.calibration if ds is not None else f"{spec.calibration} on synthetic N(0,1) inputs")
+        if spec.quantized else None,
+        "accuracy": acc, "accuracy_dataset": ds.name if ds is not None else None,
+        "parent_hash": parent, "hash": tensor_digest(tensors, *extras),
+    }
+    return v
+
+
+def variant_manifest(dense: Variant, spec: CompressionSpec, count: GraphCount, names: list[str],
+                     masks: dict[str, torch.Tensor], qweights: dict, act: dict) -> dict:
+    """The manifest fields of any compressed variant (torch or ONNX): spec, bits, MACs and one row per layer.
+    `names`: the weighted layers in graph order; `masks`: layer -> keep mask."""
+    targets = dict(select_layers(names, spec.prune_spec())) if spec.scheme != "none" else {}
     per_layer = []
-    targets = {n: s for n, _, s in _targets(net, spec)}
     for c in count.layers:
-        m = masks.get(f"{c.layer}.weight")
+        m = masks.get(c.layer)
         per_layer.append({
             "layer": c.layer, "op": c.op, "weights": c.weights,
             "target_sparsity": targets.get(c.layer, 0.0) if m is not None else 0.0,
@@ -147,31 +180,19 @@ def _variant(dense: Variant, spec, net, masks, qweights, act, acc, parent, ds) -
         })
     pruned = sum(int((~m).sum()) for m in masks.values())
     wbits, abits = spec.weight_act_bits
-    extras = [json.dumps({k: [a.bits, a.scale, a.zero_point] for k, a in act.items()}, sort_keys=True), spec.label,
-              json.dumps(list(dense.input_shape))]
-    tensors = {**net.state_dict(), **{f"mask:{k}": m for k, m in masks.items()}}
-    v.manifest = {
+    return {
         **{k: dense.manifest[k] for k in ("model", "source", "checkpoint", "seed", "params", "macs_dense", "dataset",
                                           "family")},
-        "variant": spec.label, "input_shape": list(dense.input_shape), "scheme": spec.scheme, "sparsity": spec.sparsity if spec.scheme != "none" else 0.0,
+        "variant": spec.label, "input_shape": list(dense.input_shape), "scheme": spec.scheme,
+        "sparsity": spec.sparsity if spec.scheme != "none" else 0.0,
         "block": spec.block if spec.scheme == "block" else None,
         "block_mode": spec.block_mode if spec.scheme == "block" else None,
         "method": spec.method if spec.scheme != "none" else None,
         "bits": wbits if spec.quantized else (16 if spec.precision == "fp16" else 32),
         "act_bits": abits if spec.quantized else None,
         "precision": spec.precision if not spec.quantized else f"int{min(wbits, 8) if wbits <= 8 else 16}",
-        "calibration": (spec.calibration if ds is not None else f"{spec.calibration} on synthetic N(0,1) inputs")
-        if spec.quantized else None,
         "params_kept": dense.manifest["params"] - pruned,
         "macs_effective": count.macs_effective,
-        "accuracy": acc, "accuracy_dataset": ds.name if ds is not None else None,
         "layers": per_layer, "compression": spec.model_dump(mode="json"),
-        "parent_hash": parent, "hash": tensor_digest(tensors, *extras),
+        **({"program_digest": dense.manifest["program_digest"]} if "program_digest" in dense.manifest else {}),
     }
-    return v
-
-
-def _targets(net, spec):
-    if spec.scheme == "none":
-        return []
-    return list(prunable_layers(net, spec.prune_spec()))

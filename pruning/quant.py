@@ -60,6 +60,12 @@ def quantize_weight(w: torch.Tensor, bits: int, keep: torch.Tensor | None = None
     return QuantizedWeight(q.to(dtype), scale.float(), torch.zeros_like(scale, dtype=torch.int32), bits)
 
 
+def layer_bits(names: list[str], bits: int) -> dict[str, int]:
+    """Weight bits per layer (names in graph order): the first and last layers keep >= 8 bits, as in the
+    low-bit literature (and like pruning's exemption)."""
+    return {n: (max(bits, 8) if i in (0, len(names) - 1) else bits) for i, n in enumerate(names)}
+
+
 @dataclass(frozen=True)
 class ActQuant:
     """Affine (asymmetric) per-tensor activation quantization parameters."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +52,7 @@ class Variant:
     qweights: dict = field(default_factory=dict)  # layer -> pruning.quant.QuantizedWeight
     act_quant: dict = field(default_factory=dict)  # layer -> pruning.quant.ActQuant
     path: str | None = None  # the variant directory, once saved
+    program: str | None = None  # the torch.export `.pt2` whose graph `module` runs (bring-your-own programs)
     _exported: torch.export.ExportedProgram | None = field(default=None, repr=False)
 
     @property
@@ -111,6 +114,52 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def _onnx_tensors(graph) -> Iterator:
+    """Every tensor of an ONNX graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _onnx_tensors(g)
+
+
+def onnx_data_files(path: str) -> list[tuple[str, Path]]:
+    """(location, file) of each external data file of an ONNX model; locations are relative to its folder."""
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise CompressionError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from None
+    base = Path(path).resolve().parent
+    locations = sorted({e.value for t in _onnx_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL
+                        for e in t.external_data if e.key == "location"})
+    out = []
+    for loc in locations:
+        if Path(loc).is_absolute() or ".." in Path(loc).parts:
+            raise CompressionError(f"{path}: external data location '{loc}' is outside the model's folder")
+        if not (base / loc).is_file():
+            raise CompressionError(f"{path}: external data file not found: {base / loc}")
+        out.append((loc, base / loc))
+    return out
+
+
+def copy_onnx(src: str, dest: Path) -> None:
+    """Copy an ONNX model file with its external data files (kept at their locations next to `dest`)."""
+    shutil.copyfile(src, dest)
+    for loc, f in onnx_data_files(src):
+        (dest.parent / loc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest.parent / loc)
+
+
+def onnx_digest(path: str) -> list[str]:
+    """Digests of an ONNX model file and of each external data file (weights saved beside the model)."""
+    return [file_digest(path), *(f"{loc}:{file_digest(str(f))}" for loc, f in onnx_data_files(path))]
+
+
 def load_dense(spec: ModelSpec) -> Variant:
     """The uncompressed Variant of a model spec (zoo entry, `.pt2` or `.onnx`)."""
     if spec.batch < 1:
@@ -157,9 +206,11 @@ def _from_pt2(spec: ModelSpec) -> Variant:
     if len(user_inputs) != 1:
         raise CompressionError(f"{spec.path}: expected one tensor input, found {len(user_inputs)}")
     shape = tuple(int(d) for d in user_inputs[0].meta["val"].shape)
-    v = Variant(spec.label, "dense", shape, {}, module=ep.module(), _exported=ep)
+    v = Variant(spec.label, "dense", shape, {}, module=ep.module(), _exported=ep,
+                program=os.path.abspath(spec.path))
     count = count_exported(ep)
-    v.manifest = _base_manifest(spec, shape, count, file_digest(spec.path), {"dataset": None, "family": "pt2"})
+    digest = file_digest(spec.path)
+    v.manifest = _base_manifest(spec, shape, count, digest, {"dataset": None, "family": "pt2", "program_digest": digest})
     return v
 
 
@@ -167,7 +218,7 @@ def _from_onnx(spec: ModelSpec) -> Variant:
     import onnx
 
     try:
-        graph = onnx.load(spec.path).graph
+        graph = onnx.load(spec.path, load_external_data=False).graph
     except Exception as exc:
         raise CompressionError(f"{spec.path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from None
     init_names = {i.name for i in graph.initializer}
@@ -176,7 +227,7 @@ def _from_onnx(spec: ModelSpec) -> Variant:
         raise CompressionError(f"{spec.path}: expected one tensor input, found {len(inputs)}")
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
     shape = tuple(d if d > 0 else spec.batch for d in dims)
+    digest = tensor_digest({}, *onnx_digest(spec.path), json.dumps(shape))  # dynamic batch: the shape decides
     count = count_onnx(spec.path)
-    digest = tensor_digest({}, file_digest(spec.path), json.dumps(shape))  # dynamic batch: the shape decides
     manifest = _base_manifest(spec, shape, count, digest, {"dataset": None, "family": "onnx"})
     return Variant(spec.label, "dense", shape, manifest, onnx_path=os.path.abspath(spec.path))

@@ -14,7 +14,7 @@ from torch import nn
 from pruning.errors import CompressionError
 from pruning.schemes.baselines import filter_mask, pattern_mask, unstructured_mask
 from pruning.schemes.block import block_mask
-from pruning.schemes.layers import PruneSpec, prunable_layers
+from pruning.schemes.layers import PruneSpec, prunable_layers, select_layers, weighted_layers
 
 Masks = dict[str, torch.Tensor]
 SchemeFn = Callable[[torch.Tensor, float, PruneSpec], torch.Tensor]
@@ -29,20 +29,24 @@ SCHEMES: dict[str, SchemeFn] = {
 
 def prune(model: nn.Module, spec: PruneSpec) -> Masks:
     """Keep-masks for every pruned layer of `model` under `spec` (computed from the current weights)."""
+    weights = {name: layer.weight.detach() for name, layer in weighted_layers(model)}
+    return {f"{name}.weight": m for name, m in weight_masks(weights, spec).items()}
+
+
+def weight_masks(weights: dict[str, torch.Tensor], spec: PruneSpec) -> Masks:
+    """Layer name -> keep-mask, for weights in the torch layout ([out, in] or [out, in/groups, kh, kw]),
+    given every weighted layer of a model in graph order (the order decides the first/last exemption)."""
     fn = SCHEMES.get(spec.scheme)
     if fn is None:
         raise CompressionError(f"unknown pruning scheme '{spec.scheme}' (expected one of: {', '.join(SCHEMES)})")
     masks: Masks = {}
-    for name, layer, sparsity in prunable_layers(model, spec):
-        if spec.scheme == "pattern" and not _is_3x3_conv(layer):
+    for name, sparsity in select_layers(list(weights), spec):
+        w = weights[name]
+        if spec.scheme == "pattern" and not (w.ndim == 4 and tuple(w.shape[2:]) == (3, 3)):
             continue  # patterns are defined on 3x3 kernels only (as in PatDNN); other layers stay dense
         if sparsity > 0:
-            masks[f"{name}.weight"] = fn(layer.weight.detach(), sparsity, spec)
+            masks[name] = fn(w, sparsity, spec)
     return masks
-
-
-def _is_3x3_conv(layer: nn.Module) -> bool:
-    return isinstance(layer, nn.Conv2d) and tuple(layer.kernel_size) == (3, 3)
 
 
 def apply_masks(model: nn.Module, masks: Masks) -> None:
@@ -53,4 +57,4 @@ def apply_masks(model: nn.Module, masks: Masks) -> None:
             params[name].mul_(m.to(params[name].dtype))
 
 
-__all__ = ["PruneSpec", "SCHEMES", "Masks", "prune", "apply_masks", "prunable_layers"]
+__all__ = ["PruneSpec", "SCHEMES", "Masks", "prune", "weight_masks", "apply_masks", "prunable_layers"]

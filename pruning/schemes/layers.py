@@ -36,18 +36,24 @@ def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def prunable_layers(model: nn.Module, spec: PruneSpec) -> Iterator[tuple[str, nn.Module, float]]:
-    layers = weighted_layers(model)
-    unknown = set(spec.per_layer) - {n for n, _ in layers}
+def select_layers(names: list[str], spec: PruneSpec) -> Iterator[tuple[str, float]]:
+    """(layer, sparsity) of every pruned layer, given all weighted layers' names in graph order."""
+    unknown = set(spec.per_layer) - set(names)
     if unknown:
         raise CompressionError(f"per-layer sparsity names unknown layers: {', '.join(sorted(unknown))}")
-    for i, (name, layer) in enumerate(layers):
+    for i, name in enumerate(names):
         if name in spec.per_layer:
-            yield name, layer, spec.per_layer[name]
-        elif spec.exempt_first_last and i in (0, len(layers) - 1):
+            yield name, spec.per_layer[name]
+        elif spec.exempt_first_last and i in (0, len(names) - 1):
             continue
         else:
-            yield name, layer, spec.sparsity
+            yield name, spec.sparsity
+
+
+def prunable_layers(model: nn.Module, spec: PruneSpec) -> Iterator[tuple[str, nn.Module, float]]:
+    layers = dict(weighted_layers(model))
+    for name, sparsity in select_layers(list(layers), spec):
+        yield name, layers[name], sparsity
 
 
 def gemm_view(w: torch.Tensor) -> torch.Tensor:

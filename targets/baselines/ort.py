@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.api import Executor, Session, Target, TargetError, Variant, time_callable
+from pruning.variant import copy_onnx
 from targets.host_cpu import HostSession
 
 
@@ -50,9 +50,10 @@ class OrtSession(HostSession):
 
 
 def export_onnx(variant: Variant, path: Path) -> None:
-    """torch.export-based ONNX export of the variant (a BYO ONNX file is copied as is)."""
+    """torch.export-based ONNX export of the variant (a BYO ONNX file is copied as is, with its external
+    data files: ONNX Runtime reads them next to the model)."""
     if variant.onnx_path is not None:
-        shutil.copyfile(variant.onnx_path, path)
+        copy_onnx(variant.onnx_path, path)
         return
     import contextlib
     import io
