@@ -531,9 +531,10 @@ class Target(ABC):
                       f"{', '.join(self.Options.model_fields) or 'none'})"
             raise TargetError(f"{self.name}: option '{key}': {msg}") from None
 
-    def preflight(self, options: BaseModel, devices: list[str]) -> None:  # noqa: B027 - nothing to check by default
+    def preflight(self, options: BaseModel, devices: list[str], compressions: list = ()) -> None:  # noqa: B027
         """Checked when a campaign loads, before anything runs: raise TargetError (one line) for what
-        would fail only later, e.g. a missing device-side binary for the `devices` this entry names."""
+        would fail only later, e.g. a missing device-side binary for the `devices` this entry names, or
+        a compression (the campaign's `pruning.spec.CompressionSpec` entries) these options cannot build."""
 
     def version(self) -> str:
         """Part of the artifact cache key: change it when compiled output would change."""

@@ -257,7 +257,7 @@ def load(path: str | Path) -> Campaign:
                 raise CampaignError(f"{path}: targets[{i}].meters[{j}]: {exc}") from None
         devices = t.devices or ([t.device] if t.device else [])
         try:
-            backend.preflight(backend.parse_options(t.options), devices)
+            backend.preflight(backend.parse_options(t.options), devices, camp.compression)
         except TargetError as exc:
             raise CampaignError(f"{path}: targets[{i}]: {exc}") from None
     names = [t.name for t in camp.targets]

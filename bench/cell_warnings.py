@@ -21,7 +21,7 @@ def cell_warnings(row: dict, variant_manifest: dict, snapshot_empty: bool | None
         out.append(f"{model} / {row.get('variant')}: never trained (seeded weights, no checkpoint or training): "
                    "latency and energy are real, accuracy is not meaningful")
     acc = row.get("accuracy")
-    if acc is not None and classes and acc < 1 / classes + CHANCE_MARGIN:
+    if trained and acc is not None and classes and acc < 1 / classes + CHANCE_MARGIN:  # untrained: said above
         out.append(f"{model} / {row.get('variant')}: top-1 {acc:.1%} is at chance ({classes} classes): "
                    "train longer (finetune_epochs, qat_epochs) before reading its accuracy")
     full = [la["layer"] for la in variant_manifest.get("layers") or [] if (la.get("achieved_sparsity") or 0) >= 1.0]

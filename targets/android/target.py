@@ -51,8 +51,13 @@ class _AndroidTarget(Target):
     def tvm_target(self, options):
         raise NotImplementedError
 
-    def preflight(self, options, devices: list[str]) -> None:
+    def preflight(self, options, devices: list[str], compressions: list = ()) -> None:
         """A phone to run on needs the tvm_rpc binary pushed to it: say so before hours of compiling."""
+        fp16 = [c.label for c in compressions if c.precision == "fp16"]
+        if getattr(options, "profile", "") == "adreno-texture" and fp16:
+            raise TargetError(f"{self.name}: profile 'adreno-texture' cannot build fp16 variants ({fp16[0]}): TVM "
+                              "0.27's texture pipeline fails on fp16 conv2d ('Inconsistent buffers' in FuseTIR); "
+                              "use profile 'adreno' for fp16, in its own target entry")
         if devices and not (options.tvm_rpc and Path(options.tvm_rpc).is_file()):
             raise TargetError(f"{self.name}: option tvm_rpc must name the tvm_rpc binary built for the phone "
                               f"(got {options.tvm_rpc!r}) to run on {devices[0]}; see README: Run on your phone")
