@@ -243,7 +243,7 @@ def compress(
     seed: Annotated[int, typer.Option(help="seed for init, data split and training")] = 0,
     lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.01,
 ) -> None:
-    """Compress a zoo model into a variant directory (manifest.json + safetensors), with accuracy.
+    """Compress a zoo model or a .pt2 / .onnx file into a variant directory (manifest.json + safetensors), with accuracy.
 
     [bold]Example[/]: joulebench compress --model smallcnn-digits --scheme block --sparsity 0.75 --block 8x16
     --bits 8 --pretrain-epochs 4 --finetune-epochs 3 --data digits --out variants/

@@ -122,3 +122,16 @@ def test_external_data_is_hashed_and_travels_with_the_model(files, tmp_path):
     finally:
         session.close()
     np.testing.assert_allclose(out, vb.reference_output, atol=1e-4)
+
+
+def test_cli_compresses_a_program_file_and_refuses_onnx_training_in_one_line(files, tmp_path):
+    from tests.conftest import run_cli
+
+    r = run_cli("compress", "--model", files / "m.pt2", "--scheme", "block", "--sparsity", "0.5", "--block", "4x4",
+                "--bits", "8", "--out", tmp_path / "v", check=True)
+    vdir = next((tmp_path / "v").iterdir())
+    assert vdir.name.startswith("m-block4x4-s0.5-w8a8-") and "features.4" in r.stdout
+    assert (vdir / "program.pt2").is_file() and load_variant(vdir).manifest["sparsity"] == 0.5
+    r = run_cli("compress", "--model", files / "onnx" / "m.onnx", "--scheme", "block", "--sparsity", "0.5",
+                "--finetune-epochs", "1", "--data", "digits", "--out", tmp_path / "v2")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "fine-tuning needs a torch program" in r.stderr
