@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.compare_cli import ALPHA, KEYS  # defined beside the command, which must not import this module
 from bench.report import (
     as_float,
     as_text,
@@ -32,6 +31,8 @@ from bench.report import (
 )
 from bench.store import StoreError
 
+KEYS = ("model", "variant", "target", "device")
+ALPHA = 0.05
 MIN_SAMPLES = 2
 DETERMINISTIC = "deterministic (simulated/modeled)"
 

@@ -327,3 +327,9 @@ def test_plots_have_units_ci_bars_and_plain_labels(tmp_path, monkeypatch):
     for f in figs:
         plt.close(f)
 
+
+
+def test_the_light_command_keeps_the_comparison_defaults():
+    from bench import compare, compare_cli
+
+    assert (compare_cli.KEYS, compare_cli.ALPHA) == (compare.KEYS, compare.ALPHA)

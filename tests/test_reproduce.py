@@ -164,7 +164,10 @@ def test_figures_plot_exactly_the_rows_with_their_kinds(tmp_path):
 def test_the_matrix_never_generates_a_cell_that_cannot_run(tmp_path):
     from bench import campaign as campaign_mod
 
-    s = matrix.study("mobile-vs-fpga", devices=["android-gpu=adb:SERIAL1", "fpga-pynq=tcp:10.0.0.2:7000,board=pynq-z2"])
+    rpc = tmp_path / "tvm_rpc"  # a phone target with a device must name its tvm_rpc (checked when the campaign loads)
+    rpc.write_text("")
+    s = matrix.study("mobile-vs-fpga", devices=[f"android-gpu=adb:SERIAL1,tvm_rpc={rpc}",
+                                                "fpga-pynq=tcp:10.0.0.2:7000,board=pynq-z2"])
 
     def fits(target, precision):  # stands in for synthesis: int16 does not fit the Ultra96-V2
         return "DSP 512 needed, 360 available" if (target.get("board"), precision) == ("ultra96-v2", "int16") else None
