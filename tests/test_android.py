@@ -29,8 +29,14 @@ PROTOCOL = ("\n[protocol]\nwarmup_runs = 2\nwarmup_s = 0\nmin_runs = 10\nmin_dur
             "idle_s = 0.4\n")
 
 
-@pytest.mark.parametrize("profile", ["adreno", "adreno-texture", "mali"])
-@pytest.mark.parametrize("model", [n for n in ZOO if n.endswith("-cifar")])
+# The default run covers every model and every profile once (6 minutes for all 12 pairs here); -m slow adds the rest.
+_COVER = {("resnet18-cifar", "adreno-texture"), ("vgg16-cifar", "adreno"), ("mobilenetv2-cifar", "mali"),
+          ("resnet50-cifar", "adreno")}
+
+
+@pytest.mark.parametrize(("model", "profile"), [
+    pytest.param(m, p, marks=() if (m, p) in _COVER else pytest.mark.slow)
+    for m in ZOO if m.endswith("-cifar") for p in ("adreno", "adreno-texture", "mali")])
 def test_compile_only_opencl_builds_hold_kernels(tmp_path, model, profile):
     target = AndroidGPUTarget()
     v = make_variant(ModelSpec(name=model), CompressionSpec())
