@@ -24,6 +24,14 @@ class HostCPUOptions(BaseModel):
         "joulebench", description="joulebench: shared conv/linear kernel that skips pruned columns; tvm: TVM's own")
 
 
+def vector_lanes(target) -> int:
+    """fp32 lanes of the target's widest vector register: the dense kernel's row-block (16 on AVX-512 made
+    ResNet-18-CIFAR 1.5x faster than 8 here: 31.6 vs 47.6 ms, one interleaved run)."""
+    from tvm.target import codegen
+
+    return 16 if codegen.target_has_features("avx512f", target) else 8
+
+
 def host_target(mcpu: str | None = None):
     import tvm
 
@@ -126,7 +134,7 @@ class HostCPUTarget(Target):
         from targets.tvm.lowering import executed_precision, lower_variant
 
         target = host_target(options.mcpu)
-        mod, lowered = lower_variant(to_relax(variant), variant, options.lowering)
+        mod, lowered = lower_variant(to_relax(variant), variant, options.lowering, dense_br=vector_lanes(target))
         ex, tuning = build(mod, target, options.tune_trials, options.trials_per_task)
         try:
             ex.export_library(str(workdir / "model.so"))

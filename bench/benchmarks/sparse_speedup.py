@@ -1,11 +1,21 @@
-"""Does block pruning pay off under TVM? ResNet-18-CIFAR, every configuration timed in one process.
+"""Our kernels against the best CPU runtimes: dense parity, block-sparse speedups, int8 — the four CIFAR models.
 
-    python -m bench.benchmarks.sparse_speedup [--tune-trials N] [--rounds R]
+    python -m bench.benchmarks.sparse_speedup [--models resnet18-cifar,...] [--rounds R] [--runs N]
 
-Configurations are compiled first, then timed in interleaved rounds (each round times every
-configuration once), so machine noise hits them alike; medians are over all rounds' samples.
-Every output is verified against its PyTorch reference before it is timed. The last line is one
-JSON object for scripts to track.
+Per model, every configuration is compiled and verified against its PyTorch reference first, then
+all are timed in interleaved rounds (each round times every configuration once), so machine noise
+hits them alike; medians are over all rounds' samples. Peers: OpenVINO (CPU plugin, threads = cores,
+latency hint, fp32) and ONNX Runtime (CPU EP, threads = cores), dense, and ONNX Runtime's int8 QDQ
+run of the same model; ours: host-cpu (TVM with joulebench's kernels, tune_trials = 0) dense fp32,
+block 4x and 8x (8x16 blocks), dense int8. The last line is one JSON object for scripts to track:
+
+  dense_vs_best_peer          best peer dense latency / ours dense (per model; >= 1: ours faster)
+  block8x_vs_best_peer_dense  best peer dense / ours block 8x (per model)
+  block4x_vs_best_peer_dense  best peer dense / ours block 4x (per model)
+  realization_8x              (ours dense / ours block 8x) / MAC reduction (per model)
+  int8_vs_fp32                ours dense fp32 / ours dense int8 (per model)
+  int8_vs_ort_int8            ONNX Runtime int8 / ours int8 (per model)
+  best_peer                   which peer was faster dense, per model
 """
 
 from __future__ import annotations
@@ -23,82 +33,90 @@ import numpy as np
 from pruning.compress import CompressionSpec, make_variant
 from pruning.variant import ModelSpec
 
-MODEL = ModelSpec(name="resnet18-cifar", seed=0)
+MODELS = ("resnet18-cifar", "resnet50-cifar", "vgg16-cifar", "mobilenetv2-cifar")
+PEERS = ("openvino dense", "onnxruntime dense")
 
 
-def _configs() -> dict[str, tuple[str, CompressionSpec]]:
+def _configs() -> dict[str, tuple[str, CompressionSpec, dict]]:
     block = lambda s: CompressionSpec(scheme="block", sparsity=s, block="8x16")  # noqa: E731
     return {
-        "tvm dense fp32": ("host-cpu", CompressionSpec()),
-        "tvm block 2x": ("host-cpu", block(0.5)),
-        "tvm block 4x": ("host-cpu", block(0.75)),
-        "tvm block 8x": ("host-cpu", block(0.875)),
-        "tvm unstructured 8x": ("host-cpu", CompressionSpec(scheme="unstructured", sparsity=0.875)),
-        "tvm dense int8": ("host-cpu", CompressionSpec(bits=8)),
-        "torch-eager dense": ("torch-eager", CompressionSpec()),
-        "onnxruntime dense": ("onnxruntime", CompressionSpec()),
+        "ours dense fp32": ("host-cpu", CompressionSpec(), {}),
+        "ours block 4x": ("host-cpu", block(0.75), {}),
+        "ours block 8x": ("host-cpu", block(0.875), {}),
+        "ours dense int8": ("host-cpu", CompressionSpec(bits=8), {}),
+        "openvino dense": ("openvino", CompressionSpec(), {}),
+        "onnxruntime dense": ("onnxruntime", CompressionSpec(), {}),
+        "onnxruntime int8": ("onnxruntime", CompressionSpec(), {"quantize": "int8"}),
     }
 
 
-def _load(target_name: str, spec: CompressionSpec, tune_trials: int):
+def _load(model: str, target_name: str, spec: CompressionSpec, options: dict):
     import targets as registry
     from bench.runner import compile_cached
 
     target = registry.get(target_name)
-    variant = make_variant(MODEL, spec)
-    opts = target.parse_options({"tune_trials": tune_trials} if target_name == "host-cpu" else {})
+    variant = make_variant(ModelSpec(name=model, seed=0), spec)
+    opts = target.parse_options(options)
     artifact, _ = compile_cached(target, variant, opts)
     ex = target.open(None, opts).load(artifact)
     return variant, artifact, ex
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials for every TVM build")
-    ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
-    ap.add_argument("--runs", type=int, default=10, help="inferences per configuration per round")
-    args = ap.parse_args(argv)
+def _prepare(model: str) -> dict[str, tuple]:
     from bench.verify import check_output
 
     loaded: dict[str, tuple] = {}
-    for name, (target, spec) in _configs().items():
+    for name, (target, spec, options) in _configs().items():
         t0 = time.perf_counter()
-        variant, artifact, ex = _load(target, spec, args.tune_trials)
-        check = check_output(np.asarray(ex.infer(variant.example_input())), variant.reference_output, variant.precision)
+        variant, artifact, ex = _load(model, target, spec, options)
+        precision = artifact.manifest.get("verify_precision", variant.precision)
+        check = check_output(np.asarray(ex.infer(variant.example_input())), variant.reference_output, precision)
         if not check.ok:
-            sys.exit(f"{name}: {check.message}")
+            sys.exit(f"{model} / {name}: {check.message}")
         macs = artifact.manifest.get("macs_effective", variant.manifest["macs_effective"])
         loaded[name] = (ex, macs, variant.manifest["macs_dense"])
-        print(f"ready  {name:<22} verified (max |err| {check.max_abs_err:.2e}), "
+        print(f"ready  {model:<18} {name:<18} verified (max |err| {check.max_abs_err:.2e}), "
               f"compiled MACs {macs / 1e6:7.1f}M  [{time.perf_counter() - t0:.0f}s]", flush=True)
+    return loaded
+
+
+def _time(loaded: dict[str, tuple], rounds: int, runs: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {k: [] for k in loaded}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, (ex, _, _) in loaded.items():
             ex.time_runs(2)  # re-warm caches after the previous configuration
-            samples[name] += ex.time_runs(args.runs)
-    med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
-    print(f"\nResNet-18-CIFAR, batch 1, {os.cpu_count()} cores; {args.rounds} rounds x {args.runs} runs; "
-          f"tune_trials={args.tune_trials}; latency = measured median (ms)")
-    dense = med["tvm dense fp32"]
-    for name, ms in med.items():
-        macs, dense_macs = loaded[name][1], loaded[name][2]
-        line = f"  {name:<22} {ms:8.3f} ms   vs dense TVM {dense / ms:5.2f}x"
-        if name.startswith("tvm block") or name.startswith("tvm unstructured"):
-            line += f"   MAC reduction {dense_macs / macs:5.2f}x   realization {(dense / ms) / (dense_macs / macs):4.2f}"
-        print(line)
-    b8 = med["tvm block 8x"]
-    block8_macs, dense_macs = loaded["tvm block 8x"][1], loaded["tvm block 8x"][2]
-    result = {
-        "speedup_4x_vs_dense_tvm": round(dense / med["tvm block 4x"], 3),
-        "speedup_8x_vs_dense_tvm": round(dense / b8, 3),
-        "realization_8x": round((dense / b8) / (dense_macs / block8_macs), 3),
-        "speedup_8x_vs_torch": round(med["torch-eager dense"] / b8, 3),
-        "speedup_8x_vs_ort": round(med["onnxruntime dense"] / b8, 3),
-        "dense_tvm_vs_torch": round(med["torch-eager dense"] / dense, 3),
-        "dense_tvm_vs_ort": round(med["onnxruntime dense"] / dense, 3),
-        "int8_vs_fp32": round(dense / med["tvm dense int8"], 3),
-        "tune_trials": args.tune_trials,
-    }
+            samples[name] += ex.time_runs(runs)
+    return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    ap.add_argument("--runs", type=int, default=10, help="inferences per configuration per round")
+    args = ap.parse_args(argv)
+    result: dict[str, dict] = {k: {} for k in ("dense_vs_best_peer", "block8x_vs_best_peer_dense",
+                                               "block4x_vs_best_peer_dense", "realization_8x", "int8_vs_fp32",
+                                               "int8_vs_ort_int8", "best_peer", "ms")}
+    for model in args.models.split(","):
+        loaded = _prepare(model)
+        med = _time(loaded, args.rounds, args.runs)
+        peer = min(PEERS, key=med.__getitem__)
+        best, dense = med[peer], med["ours dense fp32"]
+        b8_macs, dense_macs = loaded["ours block 8x"][1], loaded["ours block 8x"][2]
+        print(f"\n{model}, batch 1, {os.cpu_count()} cores; {args.rounds} rounds x {args.runs} runs; "
+              "latency = measured median (ms)")
+        for name, ms in med.items():
+            print(f"  {name:<18} {ms:8.3f} ms   best peer dense / this {best / ms:5.2f}x")
+        result["dense_vs_best_peer"][model] = round(best / dense, 3)
+        result["block8x_vs_best_peer_dense"][model] = round(best / med["ours block 8x"], 3)
+        result["block4x_vs_best_peer_dense"][model] = round(best / med["ours block 4x"], 3)
+        result["realization_8x"][model] = round((dense / med["ours block 8x"]) / (dense_macs / b8_macs), 3)
+        result["int8_vs_fp32"][model] = round(dense / med["ours dense int8"], 3)
+        result["int8_vs_ort_int8"][model] = round(med["onnxruntime int8"] / med["ours dense int8"], 3)
+        result["best_peer"][model] = peer.removesuffix(" dense")
+        result["ms"][model] = {k: round(v, 3) for k, v in med.items()}
+        del loaded  # one model's executors at a time
     print(json.dumps(result))
     return result
 

@@ -28,7 +28,7 @@ from targets.tvm.kernels import (
 )
 
 DEFAULT_BR = 8
-LOWERING_VERSION = 3  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 4  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -44,7 +44,7 @@ class LoweringReport:
     layers: list[dict] = field(default_factory=list)  # per lowered layer: plan, MACs, fused epilogue
 
 
-def plan_layer(w2: np.ndarray, scheme: str, block_rows: int | None) -> LayerPlan:
+def plan_layer(w2: np.ndarray, scheme: str, block_rows: int | None, dense_br: int = DEFAULT_BR) -> LayerPlan:
     cout, k = w2.shape
     if scheme == "block" and block_rows and all(np.any(w2[i:i + block_rows] != 0, axis=0).all()
                                                  for i in range(0, cout, block_rows)):
@@ -55,8 +55,8 @@ def plan_layer(w2: np.ndarray, scheme: str, block_rows: int | None) -> LayerPlan
         rows = kept if len(kept) < cout else None
     if scheme == "block" and block_rows:
         br = block_rows
-    else:  # any row-block size works for dense rows: prefer 8 lanes, else a divisor (10 for a 10-way classifier)
-        br = DEFAULT_BR if cout % DEFAULT_BR == 0 else max(d for d in range(1, 17) if cout % d == 0)
+    else:  # any row-block size works for dense rows: one vector register of lanes, else a divisor (10 for a classifier)
+        br = dense_br if cout % dense_br == 0 else max(d for d in range(1, max(dense_br, 16) + 1) if cout % d == 0)
     n_rows = cout if rows is None else len(rows)
     if rows is None and cout % br:
         rows = np.arange(cout)  # pad to whole row-blocks through the row map
@@ -237,12 +237,14 @@ def _find_chains(func: relax.Function, by_content: dict) -> dict[relax.Var, _Cha
 
 
 def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None,
-          qweights: dict | None = None, gpu: bool = False) -> tuple[tvm.IRModule, LoweringReport]:
+          qweights: dict | None = None, gpu: bool = False, dense_br: int = DEFAULT_BR
+          ) -> tuple[tvm.IRModule, LoweringReport]:
     """Rewrite `main` of `mod`; returns the new module and a per-layer report (plan and MACs compiled).
 
     `qweights` (layer -> pruning.quant.QuantizedWeight) enables the integer kernel for layers whose
     input is fake-quantized: their weights are found by content among the dequantized constants.
-    `gpu=True` gives the kernels a GPU schedule (thread binding) instead of the CPU one."""
+    `gpu=True` gives the kernels a GPU schedule (thread binding) instead of the CPU one. `dense_br`: output
+    channels per row-block of unpruned layers (the vector width: 16 fp32 lanes on AVX-512)."""
     mod = relax.transform.FoldConstant()(mod)
     by_content = {}
     for qw in (qweights or {}).values():
@@ -261,7 +263,7 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
             ch = chains.get(binding.var)
             if ch is None:
                 return super().visit_var_binding_(binding)
-            new = self.builder_.emit(_emit(self, ch, scheme, block_rows, report, gpu))
+            new = self.builder_.emit(_emit(self, ch, scheme, block_rows, report, gpu, dense_br))
             self.set_var_remap(binding.var, new)
 
     rw = Rewriter(mod)
@@ -272,7 +274,7 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
 
 
 def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: LoweringReport,
-          gpu: bool = False) -> relax.Expr:
+          gpu: bool = False, dense_br: int = DEFAULT_BR) -> relax.Expr:
     cout, cin, kh, kw = ch.weight.shape
     x = mut.visit_expr(ch.x)
     if ch.linear:
@@ -289,7 +291,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         outscale = (ch.quant.scale * ch.qweight.scale.numpy() * ch.scale).astype(np.float32)
     else:
         gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
-    plan = plan_layer(gemm_w, scheme, block_rows)
+    plan = plan_layer(gemm_w, scheme, block_rows, dense_br)
     nb, kmax = plan.cols.shape
     shared = bool((plan.cols == plan.cols[:1]).all())
     shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax, shared)
@@ -349,13 +351,13 @@ def executed_precision(variant, lowered: dict) -> str:
     return "fp16" if "fp16" in str(lowered.get("lowering")) else "fp32"
 
 
-def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench", gpu: bool = False
-                  ) -> tuple[tvm.IRModule, dict]:
+def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench", gpu: bool = False,
+                  dense_br: int = DEFAULT_BR) -> tuple[tvm.IRModule, dict]:
     """Lower a variant's module as its compression scheme calls for; returns it with the manifest
     fields every TVM artifact records (the MACs actually compiled, counted in the lowered IR)."""
     if mode == "tvm":
         return mod, {"lowering": "tvm", "macs_effective": ir_macs(mod)}
     mf = variant.manifest
     block_rows = int(mf["block"].split("x")[0]) if mf.get("block") else None
-    mod, report = lower(mod, mf.get("scheme", "none"), block_rows, getattr(variant, "qweights", None), gpu)
+    mod, report = lower(mod, mf.get("scheme", "none"), block_rows, getattr(variant, "qweights", None), gpu, dense_br)
     return mod, {"lowering": "joulebench", "lowered_layers": report.layers, "macs_effective": ir_macs(mod)}
