@@ -25,3 +25,33 @@ def test_openvino_fp32_and_onnxruntime_int8_are_verified_and_say_what_ran(tmp_pa
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     xml = (tmp_path / "run" / "artifacts").glob("*openvino*/model.xml")
     assert 'element_type="f16"' not in next(xml).read_text()  # not silently halved by save_model
+
+
+def test_host_cpu_runs_parallel_loops_on_every_core_like_the_peers():
+    """TVM's x86 runtime, left alone, takes half the cores (it assumes hyper-threads): one thread on this
+    2-core machine. A host-cpu session uses one thread per core, as OpenVINO and ONNX Runtime do."""
+    import os
+    import threading
+
+    import numpy as np
+    import tvm
+    import tvm_ffi
+    from tvm.script import tirx as T
+
+    from targets.host_cpu import HostCPUSession
+
+    seen: set[int] = set()
+
+    @tvm_ffi.register_global_func("jb_test.thread_id", override=True)
+    def thread_id(_i):
+        seen.add(threading.get_native_id())
+        return 0
+
+    @T.prim_func
+    def touch(a: T.Buffer((64,), "int32")):
+        for i in T.parallel(64):
+            a[i] = T.call_packed("jb_test.thread_id", i)
+
+    HostCPUSession(None, None)
+    tvm.tirx.build(tvm.IRModule({"main": touch}), "llvm")["main"](tvm.runtime.tensor(np.zeros(64, "int32"), tvm.cpu()))
+    assert len(seen) == len(os.sched_getaffinity(0))
