@@ -28,7 +28,7 @@ from targets.tvm.kernels import (
 )
 
 DEFAULT_BR = 8
-LOWERING_VERSION = 4  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 5  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -299,7 +299,10 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
                         full_cout=cout if scattered else None, quant=ch.quant)
     # opaque (never re-fused); no global symbol of its own: the module names it when adding it
-    func = schedule_conv_gpu(func, scattered) if gpu else schedule_conv(func, shape, scattered)
+    # with 32 wide registers (AVX-512), 8-channel row-blocks (8x16 blocks) take 32 pixels per tile: block 8x
+    # ResNet-18-CIFAR 4.36 -> 4.01 ms against 16 (one interleaved run); NEON's 32 x 128-bit keep 16
+    pixels = 32 if dense_br >= 16 and plan.br <= 8 else 16
+    func = schedule_conv_gpu(func, scattered) if gpu else schedule_conv(func, shape, scattered, pixels)
     func = func.with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_conv")
     cols = plan.cols[:1] if shared else plan.cols
