@@ -9,6 +9,7 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -56,19 +57,20 @@ class ModelEntry(BaseModel):
     def spec(self) -> ModelSpec:
         return ModelSpec(self.name, self.path, self.checkpoint, self.seed, self.batch)
 
-    def variant_manifest(self) -> dict:
-        """The stored manifest of a `variant` entry ({} for other entries)."""
+    @cached_property
+    def stored_manifest(self) -> dict:
+        """The stored manifest of a `variant` entry ({} for other entries); read once (labels and cell ids use it)."""
         if self.variant is None:
             return {}
         return json.loads((Path(self.variant) / "manifest.json").read_text())
 
     @property
     def label(self) -> str:
-        return self.variant_manifest().get("model", "variant") if self.variant else self.spec().label
+        return self.stored_manifest.get("model", "variant") if self.variant else self.spec().label
 
     def stored_compression(self) -> CompressionSpec:
         """What a `variant` entry was compressed with (its only compression: it is not compressed again)."""
-        mf = self.variant_manifest()
+        mf = self.stored_manifest
         return CompressionSpec(**(mf.get("compression") or {}), **({} if mf.get("compression") else
                                                                   {"name": mf.get("variant", "dense")}))
 
@@ -190,7 +192,7 @@ class Cell:
             if m.get(key):
                 m[key + "_digest"] = file_digest(m[key]) if Path(m[key]).is_file() else "missing"
         if self.model.variant:
-            m["variant_digest"] = self.model.variant_manifest().get("hash")
+            m["variant_digest"] = self.model.stored_manifest.get("hash")
         blob = {"model": m, "compression": self.compression.model_dump(mode="json"),
                 "target": self.target.model_dump(), "protocol": self.protocol.model_dump()}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.rows import SCHEMA
+from bench.rows import with_all_columns
 from bench.store import RunStore, StoreError
 
 # internal column -> header; order is the table's order
@@ -49,53 +49,26 @@ ONCE = ("run", "device", "note")
 # energy per inference, in order of preference for a ratio: idle-subtracted, else total
 ENERGY = ("energy_mj_per_inf", "energy_total_mj_per_inf")
 FORMATS = ("md", "csv", "html", "json")
-# dtype of every column a reader may rely on: the schema's, and the newest ones for a rows.py without them
-DTYPES = {"executed": "string", "gops_per_w_dense": "float64", "warnings": "string",
-          **{c: dtype for c, (dtype, _) in SCHEMA.items()}}
 
 
 # ---- reading runs ----------------------------------------------------------------------------------------------
 
+# RunStore turns a missing or corrupt manifest / Parquet file into one StoreError line, and fills schema
+# columns an older file lacks (bench.rows.read); these name the three reads every report and comparison does.
+
 def read_manifest(run_dir: str | Path) -> dict:
-    """The run's manifest; a missing directory or a corrupt manifest is one StoreError line."""
     root = Path(run_dir)
     if not root.is_dir():
         raise StoreError(f"{root}: not a run directory (no such directory)")
-    try:
-        return RunStore(root).manifest()
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"{root / 'manifest.json'}: corrupt manifest ({exc.msg}, line {exc.lineno})") from None
+    return RunStore(root).manifest()
 
 
 def read_measurements(run_dir: str | Path) -> pd.DataFrame:
-    """measurements.parquet with every schema column (older files lack some); corrupt files are a StoreError."""
-    try:
-        df = RunStore(run_dir).measurements()
-    except StoreError:
-        raise
-    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError on a truncated or foreign file
-        raise StoreError(f"{Path(run_dir) / 'measurements.parquet'}: unreadable Parquet ({_first_line(exc)})") from None
-    return with_schema_columns(df)
+    return RunStore(run_dir).measurements()
 
 
 def read_samples(run_dir: str | Path) -> pd.DataFrame:
-    try:
-        return RunStore(run_dir).samples()
-    except Exception as exc:
-        raise StoreError(f"{Path(run_dir) / 'samples.parquet'}: unreadable Parquet ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def with_schema_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns added to the schema after a file was written come back empty, so every reader can rely on them."""
-    missing = [c for c in DTYPES if c not in df]
-    if not missing:
-        return df
-    return df.assign(**{c: pd.Series(None, index=df.index, dtype=DTYPES[c]) for c in missing})
+    return RunStore(run_dir).samples()
 
 
 def run_label(run_dir: str | Path, manifest: dict) -> str:
@@ -263,7 +236,7 @@ def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 def annotate(df: pd.DataFrame, base_targets: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """Every row with its display status, note and baseline ratios, sorted; figures stay numbers."""
-    t = with_schema_columns(df).copy()
+    t = with_all_columns(df).copy()
     compiled = t["status"] == "compiled"
     t["status"] = t["status"].mask(compiled, "not run")  # built, no device to run it on: nothing was checked
     t["verified"] = t["verified"].astype("boolean").mask(compiled.fillna(False).astype(bool), pd.NA)

@@ -131,7 +131,16 @@ def read(path) -> pd.DataFrame:
         raise FormatError(f"{path}: results format version {found}; this joulebench reads versions "
                           f"{', '.join(map(str, READABLE))} (upgrade joulebench to read it)")
     df = pd.read_parquet(path)
-    return upgrade(df) if found == 1 else df
+    return upgrade(df) if found == 1 else with_all_columns(df)
+
+
+def with_all_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns added to the schema after a file of this format was written come back empty, typed, so
+    every reader can rely on them (e.g. `executed`, `gops_per_w_dense`, `warnings`)."""
+    missing = [c for c in SCHEMA if c not in df]
+    if not missing:
+        return df
+    return df.assign(**{c: pd.Series(None, index=df.index, dtype=SCHEMA[c][0]) for c in missing})
 
 
 def upgrade(df: pd.DataFrame) -> pd.DataFrame:

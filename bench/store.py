@@ -85,12 +85,16 @@ class RunStore:
             (self.root / name).unlink(missing_ok=True)
 
     def drop_cells_except(self, keep: list[str]) -> None:
-        """Delete the cells (and their traces) of a campaign's former version, so none is orphaned."""
+        """Delete the cells (their traces and warnings) of a campaign's former version, so none is orphaned."""
         keep_set = set(keep)
         for sub, suffix in (("cells", ".json"), ("traces", ".parquet")):
             for f in (self.root / sub).glob(f"*{suffix}"):
                 if f.name.removesuffix(suffix) not in keep_set:
                     f.unlink()
+        warnings = self.warnings()
+        if set(warnings) - keep_set:
+            write_atomic(self.root / "warnings.json", json.dumps({k: w for k, w in warnings.items() if k in keep_set},
+                                                                  indent=2))
 
     def cell(self, cell_id: str) -> dict | None:
         f = self.cells_dir / f"{cell_id}.json"

@@ -13,13 +13,9 @@ import os
 from pathlib import Path
 
 import pruning
+from pruning.paths import cache_dir  # not pruning.variant: that imports torch
 
 _SOURCES = ("zoo/*.py", "macs.py", "graph.py")
-
-
-def _cache_root() -> Path:
-    # the root of pruning.variant.cache_dir, read here without importing that module (it imports torch)
-    return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
 
 
 def _digest() -> str:
@@ -34,7 +30,7 @@ def _digest() -> str:
 
 def zoo_table() -> list[dict]:
     """One dict per zoo model: name, dataset, input, MACs and parameters counted from its graph, paper."""
-    f = _cache_root() / "zoo" / f"table-{_digest()}.json"
+    f = cache_dir() / "zoo" / f"table-{_digest()}.json"
     try:
         return json.loads(f.read_text())
     except (OSError, ValueError):

@@ -23,6 +23,7 @@ from torch import nn
 from pruning import zoo
 from pruning.errors import CompressionError
 from pruning.macs import GraphCount, count_exported, count_onnx
+from pruning.paths import cache_dir  # noqa: F401 - re-exported: callers import it from here
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,6 @@ class Variant:
 
         ref = ReferenceEvaluator(self.onnx_path)
         return np.asarray(ref.run(None, {ref.input_names[0]: x})[0])
-
-
-def cache_dir() -> Path:
-    """Root of every content-addressed cache (variants, artifacts, tuning records)."""
-    return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor], *extra: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.api import Executor, Target, Variant, time_callable
+from bench.api import Executor, Variant, time_callable
+from targets.baselines import RuntimeBaseline
 from targets.baselines.ort import export_onnx
 from targets.host_cpu import HostSession
 
@@ -58,25 +59,11 @@ class OpenVinoSession(HostSession):
         return OpenVinoExecutor(artifact.file("model.xml"), self.opts, self.opts.threads or os.cpu_count() or 1)
 
 
-class OpenVinoTarget(Target):
+class OpenVinoTarget(RuntimeBaseline):
     name = "openvino"
     description = "OpenVINO CPU plugin, threads = cores, latency hint (baseline)"
     Options = OpenVinoOptions
-
-    def default_meters(self) -> list[str | dict]:
-        return ["rapl"]
-
-    def availability(self) -> tuple[bool, str]:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False, "openvino is not installed; run `make venv`"
-        return True, ""
-
-    def version(self) -> str:
-        import openvino
-
-        return f"openvino-{openvino.__version__}-1"
+    package, version_tag, revision = "openvino", "openvino", 1
 
     def compile(self, variant: Variant, options: OpenVinoOptions, workdir: Path) -> dict:
         import openvino as ov

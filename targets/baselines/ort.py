@@ -9,8 +9,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.api import Executor, Session, Target, TargetError, Variant, time_callable
+from bench.api import Executor, Session, TargetError, Variant, time_callable
 from pruning.variant import copy_onnx
+from targets.baselines import RuntimeBaseline
 from targets.host_cpu import HostSession
 
 
@@ -103,25 +104,11 @@ def quantize_qdq(variant: Variant, path: Path) -> None:
         raise TargetError(f"onnxruntime int8 quantization failed: {str(exc).strip().splitlines()[0][:200]}") from None
 
 
-class OnnxRuntimeTarget(Target):
+class OnnxRuntimeTarget(RuntimeBaseline):
     name = "onnxruntime"
     description = "ONNX Runtime, CPU execution provider, threads = cores (baseline)"
     Options = OrtOptions
-
-    def default_meters(self) -> list[str | dict]:
-        return ["rapl"]  # the host package's energy counter, where the machine exposes it
-
-    def availability(self) -> tuple[bool, str]:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False, "onnxruntime is not installed; run `make venv`"
-        return True, ""
-
-    def version(self) -> str:
-        import onnxruntime
-
-        return f"ort-{onnxruntime.__version__}-2"
+    package, version_tag, revision = "onnxruntime", "ort", 2
 
     def compile(self, variant: Variant, options: OrtOptions, workdir: Path) -> dict:
         import onnxruntime

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.api import Executor, Session, Target, Variant, time_callable
+from bench.api import Executor, Session, Variant, time_callable
+from targets.baselines import RuntimeBaseline
 from targets.host_cpu import HostSession
 
 
@@ -45,19 +46,14 @@ class TorchSession(HostSession):
         return TorchExecutor(artifact.variant.module)
 
 
-class TorchEagerTarget(Target):
+class TorchEagerTarget(RuntimeBaseline):
     name = "torch-eager"
     description = f"PyTorch {torch.__version__} eager mode on this CPU (baseline)"
     Options = TorchOptions
-
-    def default_meters(self) -> list[str | dict]:
-        return ["rapl"]  # the host package's energy counter, where the machine exposes it
+    package, version_tag, revision = "torch", "torch", 2
 
     def accepts(self, variant: Variant) -> str | None:
         return None if variant.module is not None else "torch-eager runs torch models; this one is an ONNX file"
-
-    def version(self) -> str:
-        return f"torch-{torch.__version__}-2"
 
     def compile(self, variant: Variant, options: TorchOptions, workdir: Path) -> dict:
         # eager mode multiplies pruned (zero) weights like any other: the work done is the dense work
