@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/joulebench run campaigns/quickstart.toml --out results/quickstart/demo
+	$(BIN)/joulebench run campaigns/quickstart.toml --out results/quickstart/demo --force  # each demo starts afresh
 
 test: venv
 	$(BIN)/python -m pytest

@@ -26,7 +26,7 @@ class HostCPUOptions(BaseModel):
 
 def vector_lanes(target) -> int:
     """fp32 lanes of the target's widest vector register: the dense kernel's row-block (16 on AVX-512 made
-    ResNet-18-CIFAR 1.5x faster than 8 here: 31.6 vs 47.6 ms, one interleaved run)."""
+    dense ResNet-18-CIFAR 1.9x faster than 8 here: bench/benchmarks/kernel_tiles.py)."""
     from tvm.target import codegen
 
     return 16 if codegen.target_has_features("avx512f", target) else 8

@@ -300,7 +300,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
                         full_cout=cout if scattered else None, quant=ch.quant)
     # opaque (never re-fused); no global symbol of its own: the module names it when adding it
     # with 32 wide registers (AVX-512), 8-channel row-blocks (8x16 blocks) take 32 pixels per tile: block 8x
-    # ResNet-18-CIFAR 4.36 -> 4.01 ms against 16 (one interleaved run); NEON's 32 x 128-bit keep 16
+    # ResNet-18-CIFAR 7% faster than 16 (bench/benchmarks/kernel_tiles.py); NEON's 32 x 128-bit keep 16
     pixels = 32 if dense_br >= 16 and plan.br <= 8 else 16
     func = schedule_conv_gpu(func, scattered) if gpu else schedule_conv(func, shape, scattered, pixels)
     func = func.with_attr("op_pattern", 8).without_attr("global_symbol")
