@@ -10,7 +10,7 @@ Layers the kernel does not cover (grouped/depthwise or dilated convs) stay on TV
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tvm
@@ -26,9 +26,11 @@ from targets.tvm.kernels import (
     schedule_conv_gpu,
     unpack_compute,
 )
+from targets.tvm.pixel_kernels import conv_compute_pixels, pixel_layout, schedule_conv_pixels
 
 DEFAULT_BR = 8
-LOWERING_VERSION = 5  # part of every artifact cache key: bump when lowered code would change
+PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
+LOWERING_VERSION = 6  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -291,22 +293,33 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         outscale = (ch.quant.scale * ch.qweight.scale.numpy() * ch.scale).astype(np.float32)
     else:
         gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
-    plan = plan_layer(gemm_w, scheme, block_rows, dense_br)
+    # float convs on 16-lane CPUs vectorize over pixels (pixel_kernels.py): full registers for 8-row blocks
+    layout = None
+    if not gpu and ch.quant is None and not ch.linear and dense_br >= 16:
+        layout = pixel_layout(ConvShape(n, cin, h, w, cout, kh, kw, stride, pad, 1, 1), dense_br)
+    by_pixels = layout is not None
+    plan = plan_layer(gemm_w, scheme, block_rows, PIXEL_ROWS if by_pixels else dense_br)
     nb, kmax = plan.cols.shape
     shared = bool((plan.cols == plan.cols[:1]).all())
     shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax, shared)
     scattered = plan.rows is not None
-    func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
-                        full_cout=cout if scattered else None, quant=ch.quant)
+    cols = plan.cols[:1] if shared else plan.cols
+    if by_pixels:
+        layout = replace(layout, s=shape)
+        func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
+                                   full_cout=cout if scattered else None)
+        func = schedule_conv_pixels(func, layout)
+        table = layout.offsets(cols)
+    else:
+        func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
+                            full_cout=cout if scattered else None, quant=ch.quant)
+        # with 32 wide registers (AVX-512), 8-channel row-blocks take 32 pixels per tile; NEON's 32 x 128-bit keep 16
+        pixels = 32 if dense_br >= 16 and plan.br <= 8 else 16
+        func = schedule_conv_gpu(func, scattered) if gpu else schedule_conv(func, shape, scattered, pixels)
+        table = np.stack([cols // (kh * kw), (cols // kw) % kh, cols % kw], -1).astype(np.int32)
     # opaque (never re-fused); no global symbol of its own: the module names it when adding it
-    # with 32 wide registers (AVX-512), 8-channel row-blocks (8x16 blocks) take 32 pixels per tile: block 8x
-    # ResNet-18-CIFAR 7% faster than 16 (bench/benchmarks/kernel_tiles.py); NEON's 32 x 128-bit keep 16
-    pixels = 32 if dense_br >= 16 and plan.br <= 8 else 16
-    func = schedule_conv_gpu(func, scattered) if gpu else schedule_conv(func, shape, scattered, pixels)
     func = func.with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_conv")
-    cols = plan.cols[:1] if shared else plan.cols
-    idx = np.stack([cols // (kh * kw), (cols // kw) % kh, cols % kw], -1).astype(np.int32)
     wmat = plan.weight.transpose(0, 2, 1).astype(np.int8 if ch.quant is not None else np.float32)
     storage_bits = 32
     if ch.quant is not None and ch.qweight.bits <= 4:
@@ -323,7 +336,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     else:
         storage_bits = 8 if ch.quant is not None else 32
         wexpr = _const(wmat)
-    args = [x, wexpr, _const(idx)]
+    args = [x, wexpr, _const(table)]
     if outscale is not None:
         args.append(_const(outscale))
     args.append(_const(ch.bias.astype(np.float32)))
@@ -336,6 +349,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     ho, wo = shape.out_hw
     out = relax.call_tir(gv, args, relax.TensorType((n, cout, ho, wo), "float32"))
     report.layers.append({"kernel": gv.name_hint, "op": "linear" if ch.linear else "conv", "out_channels": cout,
+                          "vectorized": "pixels" if by_pixels else "channels",
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
                           "macs": shape.macs, "dtype": "int8" if ch.quant else "float32",
                           "weight_storage_bits": storage_bits, "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),

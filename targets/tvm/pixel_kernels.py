@@ -1,0 +1,182 @@
+"""The pixel-vectorized form of the shared kernel, for wide-vector CPUs (AVX-512).
+
+kernels.py vectorizes over the `br` output channels of a row-block: an 8-channel row-block (8x16
+blocks) fills half of a 16-lane register, and every FMA needs its own broadcast input load. Here the
+vector runs over output pixels instead, so any row-block size uses full registers:
+
+    Y[n, b, r, p] = sum_j W[b, j, r] * Xs[n, OFF[b, j] + p]
+
+Xs is the padded input split into stride phases (s*s planes per channel, each hq x wq) and read
+flat: output pixel p = ho*wq + wo, and kept column (c, ki, kj) starts at
+OFF = ((c*s + ki%s)*s + kj%s)*hq*wq + (ki//s)*wq + kj//s, so for every column the pixels of a tile
+are one contiguous run (stride 1 and 2 alike). The (wq - wo_n) pixels at the end of each row are
+computed and dropped: 2 of 34 on a 32-wide 3x3 layer. A tile is `br` rows x `vecs` vectors of
+accumulators; per kept column it loads `vecs` input vectors and broadcasts `br` weights.
+A 1x1 stride-1 layer reads its input as it is (no padded copy). The epilogue (scale, bias, residual,
+ReLU, row scatter) is a separate vectorized pass that drops the extra pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, te, tirx
+
+from targets.tvm.kernels import ConvShape
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """Where a ConvShape's columns and pixels live in the flat, phase-split input."""
+
+    s: ConvShape
+    lanes: int
+    vecs: int  # vectors of pixels per tile
+
+    @property
+    def phases(self) -> tuple[int, int, int, int]:
+        """(stride, hq, wq, plane size)."""
+        st = self.s.stride[0]
+        hp, wp = self.s.h + self.s.pad[0] + self.s.pad[2], self.s.w + self.s.pad[1] + self.s.pad[3]
+        hq, wq = -(-hp // st), -(-wp // st)
+        return st, hq, wq, hq * wq
+
+    @property
+    def direct(self) -> bool:
+        """1x1, stride 1, no padding, whole tiles: the input itself is the flat layout."""
+        return (self.s.kh == self.s.kw == 1 and self.s.stride == (1, 1) and not any(self.s.pad)
+                and self.pixels % self.tile == 0)
+
+    @property
+    def tile(self) -> int:
+        return self.lanes * self.vecs
+
+    @property
+    def pixels(self) -> int:
+        """Pixels computed per image and row: ho_n rows of wq (the last wq - wo_n of each dropped)."""
+        return self.s.out_hw[0] * self.phases[2]
+
+    @property
+    def padded_pixels(self) -> int:
+        return -(-self.pixels // self.tile) * self.tile
+
+    def offsets(self, cols):
+        """int32 flat start of each kept column (numpy, any shape of column indices)."""
+        import numpy as np
+
+        st, _, wq, plane = self.phases
+        kk = self.s.kh * self.s.kw
+        c, ki, kj = cols // kk, (cols // self.s.kw) % self.s.kh, cols % self.s.kw
+        return (((c * st + ki % st) * st + kj % st) * plane + (ki // st) * wq + kj // st).astype(np.int32)
+
+    def planes(self) -> int:
+        """Planes the padded copy holds: every channel's phases, plus enough zero planes that the last
+        tile's dropped pixels read inside the buffer."""
+        st, hq, wq, plane = self.phases
+        s = self.s
+        last = (s.c * st * st - 1) * plane + ((s.kh - 1) // st) * wq + (s.kw - 1) // st
+        return -(-(last + self.padded_pixels) // plane)
+
+
+MIN_USEFUL = 0.6  # below this share of useful pixels (4x4 maps: 16 of 32) the channel form is faster
+
+
+def pixel_layout(s: ConvShape, lanes: int) -> PixelLayout | None:
+    """The pixel form for this layer, or None where it would mostly compute dropped pixels."""
+    computed = PixelLayout(s, lanes, 1).pixels
+    lay = PixelLayout(s, lanes, choose_vecs(computed, lanes))
+    ho, wo = s.out_hw
+    return lay if ho * wo >= MIN_USEFUL * lay.padded_pixels else None
+
+
+def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
+    """Vectors per tile: the most (up to `most`) that pad the computed pixels by at most a quarter; more
+    independent accumulators hide the FMA latency better than the padding costs."""
+    for v in range(most, 0, -1):
+        padded = -(-pixels // (lanes * v)) * lanes * v
+        if padded - pixels <= pixels // 4:
+            return v
+    return 1
+
+
+def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None):
+    """TE definition (float32). Arguments: x, w [nb, kmax, br], off [1 or nb, kmax], then as kernels.py."""
+    s = lay.s
+    ho_n, wo_n = s.out_hw
+    st, hq, wq, _ = lay.phases
+    nb = s.cout // s.br
+    X = te.placeholder((s.n, s.c, s.h, s.w), "float32", name="x")
+    W = te.placeholder((nb, s.kmax, s.br), "float32", name="w")
+    OFF = te.placeholder((1 if s.shared_cols else nb, s.kmax), "int32", name="off")
+    inputs = [X, W, OFF]
+    top, left = s.pad[0], s.pad[1]
+    if lay.direct:
+        flat = lambda n, i: X[n, 0, 0, i]  # noqa: E731  flat read across the (contiguous) planes
+    else:
+        Xs = te.compute(
+            (s.n, -(-lay.planes() // (st * st)), st, st, hq, wq),
+            lambda n, c, a, b, y, x: tirx.if_then_else(
+                tirx.all(c < s.c, y * st + a >= top, y * st + a < s.h + top, x * st + b >= left, x * st + b < s.w + left),
+                X[n, c, y * st + a - top, x * st + b - left], tirx.const(0.0, "float32")),
+            name="jb_pad")
+        flat = lambda n, i: Xs[n, 0, 0, 0, 0, i]  # noqa: E731
+    j = te.reduce_axis((0, s.kmax), name="j")
+    Y = te.compute(
+        (s.n, nb, s.br, lay.padded_pixels),
+        lambda n, b, r, p: te.sum(W[b, j, r] * flat(n, OFF[0 if s.shared_cols else b, j] + p), axis=j),
+        name="jb_gemm")
+    cout = full_cout or s.cout
+    B = te.placeholder((cout,), "float32", name="bias") if bias else None
+    R = te.placeholder((s.n, cout, ho_n, wo_n), "float32", name="residual") if residual else None
+    MAP = te.placeholder((cout,), "int32", name="rowmap") if full_cout else None
+    inputs += [t for t in (B, R, MAP) if t is not None]
+
+    def epilogue(n, co, ho, wo):
+        p = ho * wq + wo
+        if MAP is not None:
+            k = tirx.max(MAP[co], 0)
+            v = tirx.if_then_else(MAP[co] >= 0, Y[n, k // s.br, k % s.br, p], tirx.const(0.0, "float32"))
+        else:
+            v = Y[n, co // s.br, co % s.br, p]
+        if B is not None:
+            v = v + B[co]
+        if R is not None:
+            v = v + R[n, co, ho, wo]
+        return tirx.max(v, tirx.const(0.0, "float32")) if relu else v
+
+    out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
+    return te.create_prim_func([*inputs, out])
+
+
+def schedule_conv_pixels(func, lay: PixelLayout):
+    """Parallel over (image, row-block, pixel tile); per kept column, br x vecs vector FMAs in registers."""
+    sch = s_tir.Schedule(func)
+    gemm = sch.get_sblock("jb_gemm")
+    n, b, r, p, j = sch.get_loops(gemm)
+    po, pt, pv = sch.split(p, [None, lay.vecs, lay.lanes])
+    sch.reorder(n, b, po, j, r, pt, pv)
+    tile = sch.fuse(n, b, po)
+    sch.parallel(tile)
+    sch.unroll(r)
+    sch.unroll(pt)
+    sch.vectorize(pv)
+    wb = sch.cache_write(gemm, 0, "local")
+    sch.reverse_compute_at(wb, tile)
+    sch.decompose_reduction(gemm, j)
+    out = sch.get_sblock("jb_out")
+    on, oc, _, ow = sch.get_loops(out)
+    sch.parallel(sch.fuse(on, oc))
+    sch.vectorize(ow)
+    if not lay.direct:
+        pad = sch.get_sblock("jb_pad")
+        loops = sch.get_loops(pad)
+        if lay.s.stride == (1, 1):  # zero fill, then a condition-free copy of the interior rows
+            fill = sch.decompose_padding(pad, loops[0])
+            for blk in (fill, pad):
+                lo = sch.get_loops(blk)
+                sch.parallel(sch.fuse(lo[0], lo[1]))
+                sch.vectorize(lo[-1])
+        else:
+            sch.parallel(sch.fuse(*loops[:4]))
+            sch.vectorize(loops[-1])
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)

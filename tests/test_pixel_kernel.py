@@ -1,0 +1,77 @@
+"""The pixel-vectorized kernel (targets/tvm/pixel_kernels.py) against a numpy convolution: strides,
+1x1 layers read in place, block-pruned columns, residual and row scatter, and the choice of form."""
+
+import numpy as np
+import pytest
+import tvm
+
+from targets.tvm.kernels import ConvShape
+from targets.tvm.pixel_kernels import PixelLayout, choose_vecs, conv_compute_pixels, pixel_layout, schedule_conv_pixels
+
+
+def _reference(x, wd, bias, res, k, stride, pad):
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho = (xp.shape[2] - k) // stride + 1
+    wo = (xp.shape[3] - k) // stride + 1
+    patches = np.stack([xp[0, :, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
+                        for i in range(k) for j in range(k)], 1)
+    return (wd @ patches.reshape(wd.shape[1], -1)).reshape(1, -1, ho, wo)
+
+
+@pytest.mark.parametrize("c,h,w,cout,k,stride,keep,residual,scatter", [
+    (8, 10, 12, 16, 3, 1, 1.0, False, False),  # dense, non-square, 3x3 pad 1
+    (16, 12, 12, 16, 3, 1, 0.25, True, False),  # block-pruned columns, residual
+    (8, 11, 11, 16, 3, 2, 0.5, False, False),  # stride 2: phase-split input
+    (16, 8, 8, 24, 1, 1, 0.5, False, True),  # 1x1 read in place, rows scattered (pruned filters)
+    (16, 9, 9, 8, 1, 2, 1.0, True, False),  # 1x1 stride 2 (a downsample)
+])
+def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, scatter):
+    rng = np.random.default_rng(0)
+    br, pad = 8, k // 2
+    kfull = c * k * k
+    kmax = max(1, round(kfull * keep))
+    nb = cout // br
+    cols = (np.tile(np.arange(kfull), (nb, 1)) if keep == 1
+            else np.stack([np.sort(rng.choice(kfull, kmax, replace=False)) for _ in range(nb)]))
+    shape = ConvShape(1, c, h, w, cout, k, k, (stride, stride), (pad,) * 4, br, kmax, shared_cols=keep == 1)
+    lay = PixelLayout(shape, 16, choose_vecs(PixelLayout(shape, 16, 1).pixels, 16))
+    full = cout + 5 if scatter else None
+    func = schedule_conv_pixels(conv_compute_pixels(lay, True, residual, True, full), lay)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm")
+
+    x = rng.standard_normal((1, c, h, w), dtype=np.float32)
+    wt = rng.standard_normal((nb, kmax, br), dtype=np.float32)
+    wd = np.zeros((cout, kfull), np.float32)
+    for b in range(nb):
+        wd[b * br:(b + 1) * br, cols[b]] = wt[b].T
+    ref = _reference(x, wd, None, None, k, stride, pad)
+    ho, wo = shape.out_hw
+    assert ref.shape[2:] == (ho, wo)
+    n_out = full or cout
+    rowmap = None
+    if scatter:  # kept rows land on a subset of the full output channels; the rest are zero (+ bias)
+        kept = np.sort(rng.choice(n_out, cout, replace=False))
+        rowmap = np.full(n_out, -1, np.int32)
+        rowmap[kept] = np.arange(cout, dtype=np.int32)
+        scattered = np.zeros((1, n_out, ho, wo), np.float32)
+        scattered[:, kept] = ref
+        ref = scattered
+    bias = rng.standard_normal(n_out, dtype=np.float32)
+    res = rng.standard_normal((1, n_out, ho, wo), dtype=np.float32)
+    ref = np.maximum(ref + bias[None, :, None, None] + (res if residual else 0), 0)
+
+    table = lay.offsets(cols[:1] if keep == 1 else cols)
+    args = [x, wt, table, bias] + ([res] if residual else []) + ([rowmap] if scatter else [])
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
+    out = tvm.runtime.tensor(np.full((1, n_out, ho, wo), np.nan, np.float32))
+    lib["main"](*args, out)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
+    assert lay.direct == (k == 1 and stride == 1)
+
+
+def test_form_choice_keeps_small_maps_on_the_channel_kernel():
+    wide = ConvShape(1, 64, 32, 32, 64, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
+    tiny = ConvShape(1, 512, 4, 4, 512, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
+    lay = pixel_layout(wide, 16)
+    assert lay is not None and lay.vecs == 3 and lay.pixels == 32 * 34
+    assert pixel_layout(tiny, 16) is None  # 16 useful of 32 computed pixels
