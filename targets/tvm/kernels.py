@@ -94,22 +94,29 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
                                                            wo * sw + IDX[0 if s.shared_cols else b, j, 2]]),
             axis=j),
         name="jb_gemm")
+    row = lambda n, k, ho, wo: Y[n, k // s.br, ho, wo, k % s.br]  # noqa: E731
+    extra, out = fused_epilogue(s, row, acc, relu, bias, residual, full_cout, scaled=quant is not None)
+    return te.create_prim_func([*inputs, *extra, out])
+
+
+def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual: bool, full_cout: int | None,
+                   scaled: bool = False):
+    """The output stage both kernel forms share: out[n, co, ho, wo] = act(row(n, k, ho, wo) [* scale[co]]
+    [+ bias[co]] [+ residual]) with k = co, or k = ROWMAP[co] (-1: a pruned row, zero) with `full_cout`.
+    Returns (the extra input placeholders in argument order, the output tensor)."""
+    ho_n, wo_n = s.out_hw
     cout = full_cout or s.cout
-    CS = te.placeholder((cout,), "float32", name="outscale") if quant else None
-    if CS is not None:
-        inputs.append(CS)
+    CS = te.placeholder((cout,), "float32", name="outscale") if scaled else None
     B = te.placeholder((cout,), "float32", name="bias") if bias else None
     R = te.placeholder((s.n, cout, ho_n, wo_n), "float32", name="residual") if residual else None
     MAP = te.placeholder((cout,), "int32", name="rowmap") if full_cout else None
-    inputs += [t for t in (B, R, MAP) if t is not None]
 
     def epilogue(n, co, ho, wo):
         if MAP is not None:
             k = MAP[co]
-            v = tirx.if_then_else(k >= 0, Y[n, tirx.max(k, 0) // s.br, ho, wo, tirx.max(k, 0) % s.br],
-                                  tirx.const(0, acc))
+            v = tirx.if_then_else(k >= 0, row(n, tirx.max(k, 0), ho, wo), tirx.const(0, acc))
         else:
-            v = Y[n, co // s.br, ho, wo, co % s.br]
+            v = row(n, co, ho, wo)
         if CS is not None:
             v = tirx.Cast("float32", v) * CS[co]
         if B is not None:
@@ -119,7 +126,7 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
         return tirx.max(v, tirx.const(0.0, "float32")) if relu else v
 
     out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
-    return te.create_prim_func([*inputs, out])
+    return [t for t in (CS, B, R, MAP) if t is not None], out
 
 
 def _divisor_at_most(n: int, cap: int) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from targets.tvm.kernels import ConvShape
+from targets.tvm.kernels import ConvShape, fused_epilogue
 
 
 @dataclass(frozen=True)
@@ -125,27 +125,9 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
         (s.n, nb, s.br, lay.padded_pixels),
         lambda n, b, r, p: te.sum(W[b, j, r] * flat(n, OFF[0 if s.shared_cols else b, j] + p), axis=j),
         name="jb_gemm")
-    cout = full_cout or s.cout
-    B = te.placeholder((cout,), "float32", name="bias") if bias else None
-    R = te.placeholder((s.n, cout, ho_n, wo_n), "float32", name="residual") if residual else None
-    MAP = te.placeholder((cout,), "int32", name="rowmap") if full_cout else None
-    inputs += [t for t in (B, R, MAP) if t is not None]
-
-    def epilogue(n, co, ho, wo):
-        p = ho * wq + wo
-        if MAP is not None:
-            k = tirx.max(MAP[co], 0)
-            v = tirx.if_then_else(MAP[co] >= 0, Y[n, k // s.br, k % s.br, p], tirx.const(0.0, "float32"))
-        else:
-            v = Y[n, co // s.br, co % s.br, p]
-        if B is not None:
-            v = v + B[co]
-        if R is not None:
-            v = v + R[n, co, ho, wo]
-        return tirx.max(v, tirx.const(0.0, "float32")) if relu else v
-
-    out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
-    return te.create_prim_func([*inputs, out])
+    row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho * wq + wo]  # noqa: E731
+    extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout)
+    return te.create_prim_func([*inputs, *extra, out])
 
 
 def schedule_conv_pixels(func, lay: PixelLayout):
