@@ -16,8 +16,8 @@ from targets.tvm.vm import VMExecutor
 R18 = ModelSpec(name="resnet18-cifar")
 
 
-def _compile_and_check(v, mode="joulebench"):
-    mod, info = lower_variant(to_relax(v), v, mode)
+def _compile_and_check(v, mode="joulebench", lanes=8):
+    mod, info = lower_variant(to_relax(v), v, mode, dense_br=lanes)
     ex = tvm.compile(mod, host_target())
     out = VMExecutor(ex, tvm.cpu()).infer(v.example_input())
     ref = v.reference_output
@@ -36,6 +36,30 @@ def test_block_variant_compiles_only_kept_columns(sparsity):
     assert len(info["lowered_layers"]) == 21  # 20 convs + the classifier, none left to TVM's generic conv
     assert all("bias" in layer["fused"] for layer in info["lowered_layers"])  # batch-norm folded
     assert sum("residual" in layer["fused"] for layer in info["lowered_layers"]) == 8  # the 8 basic blocks
+
+
+def _ops_left(mod) -> set[str]:
+    return {b.value.op.name for blk in mod["main"].body.blocks for b in blk.bindings
+            if isinstance(b.value, tvm.relax.Call) and isinstance(b.value.op, tvm.ir.Op)}
+
+
+def test_16_lane_builds_take_the_pixel_form_and_lower_depthwise_convs():
+    """On 16-lane CPUs (AVX-512) convs on maps of 8x8 and more take the pixel-vectorized form, and
+    MobileNet-V2's depthwise convs with their batch-norm and ReLU6 run in the kernel family too."""
+    v = make_variant(R18, CompressionSpec(scheme="block", sparsity=0.875, block="8x16"))
+    mod, info, err, scale = _compile_and_check(v, lanes=16)
+    forms = [(la["vectorized"], la["op"]) for la in info["lowered_layers"]]
+    assert ("pixels", "conv") in forms and ("channels", "conv") in forms  # 4x4 maps stay on channels
+    assert ir_macs(mod) == v.manifest["macs_effective"] and err <= 1e-4 * max(1.0, scale)
+
+    mb = make_variant(ModelSpec(name="mobilenetv2-cifar"), CompressionSpec())
+    mod, info, err, scale = _compile_and_check(mb, lanes=16)
+    assert err <= 1e-4 * max(1.0, scale)
+    left = _ops_left(mod)
+    assert not left & {"relax.nn.conv2d", "relax.nn.batch_norm", "relax.clip"}, left
+    depthwise = [la for la in info["lowered_layers"] if la["br"] == 1 and la["columns"] == 9]
+    assert len(depthwise) == 17 and all(la["fused"] == ["bias", "relu6"] for la in depthwise)
+    assert ir_macs(mod) == mb.manifest["macs_dense"]
 
 
 def test_unstructured_stays_dense_and_filter_shrinks():

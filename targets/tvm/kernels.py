@@ -54,7 +54,7 @@ class ActQuant:
 
 
 def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
-                 quant: ActQuant | None = None):
+                 quant: ActQuant | None = None, cap: float | None = None):
     """TE definition. With `full_cout`, the GEMM produced only kept rows and ROWMAP[co] (-1: pruned)
     scatters them into `full_cout` output channels before the epilogue.
 
@@ -95,14 +95,15 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
             axis=j),
         name="jb_gemm")
     row = lambda n, k, ho, wo: Y[n, k // s.br, ho, wo, k % s.br]  # noqa: E731
-    extra, out = fused_epilogue(s, row, acc, relu, bias, residual, full_cout, scaled=quant is not None)
+    extra, out = fused_epilogue(s, row, acc, relu, bias, residual, full_cout, scaled=quant is not None, cap=cap)
     return te.create_prim_func([*inputs, *extra, out])
 
 
 def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual: bool, full_cout: int | None,
-                   scaled: bool = False):
+                   scaled: bool = False, cap: float | None = None):
     """The output stage both kernel forms share: out[n, co, ho, wo] = act(row(n, k, ho, wo) [* scale[co]]
-    [+ bias[co]] [+ residual]) with k = co, or k = ROWMAP[co] (-1: a pruned row, zero) with `full_cout`.
+    [+ bias[co]] [+ residual]) with k = co, or k = ROWMAP[co] (-1: a pruned row, zero) with `full_cout`;
+    act is ReLU, clipped at `cap` when given (ReLU6), or none.
     Returns (the extra input placeholders in argument order, the output tensor)."""
     ho_n, wo_n = s.out_hw
     cout = full_cout or s.cout
@@ -123,7 +124,9 @@ def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual
             v = v + B[co]
         if R is not None:
             v = v + R[n, co, ho, wo]
-        return tirx.max(v, tirx.const(0.0, "float32")) if relu else v
+        if relu:
+            v = tirx.max(v, tirx.const(0.0, "float32"))
+        return tirx.min(v, tirx.const(cap, "float32")) if relu and cap is not None else v
 
     out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
     return [t for t in (CS, B, R, MAP) if t is not None], out

@@ -26,11 +26,11 @@ from targets.tvm.kernels import (
     schedule_conv_gpu,
     unpack_compute,
 )
-from targets.tvm.pixel_kernels import conv_compute_pixels, pixel_layout, schedule_conv_pixels
+from targets.tvm.pixel_kernels import choose_vecs, conv_compute_pixels, pixel_layout, schedule_conv_pixels
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 6  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 7  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -83,6 +83,18 @@ def plan_layer(w2: np.ndarray, scheme: str, block_rows: int | None, dense_br: in
     return plan
 
 
+def plan_grouped(w2: np.ndarray, groups: int) -> LayerPlan:
+    """A grouped (depthwise: one channel per group) conv as row-blocks inside each group, each reading
+    its group's columns of the full GEMM view ([Cout, Cin*kh*kw], whose other columns are zero)."""
+    cout, k_g = w2.shape
+    per_group = cout // groups
+    br = max(d for d in range(1, min(per_group, PIXEL_ROWS) + 1) if per_group % d == 0)
+    nb = cout // br
+    group = np.arange(nb) * br // per_group
+    cols = group[:, None] * k_g + np.arange(k_g)[None, :]
+    return LayerPlan(w2.reshape(nb, br, k_g), br, cols, None)
+
+
 def ir_macs(mod: tvm.IRModule) -> int:
     """MACs of the lowered module, read from the IR: each kernel call from the shapes of the weight
     table it was given, and any conv2d / matmul left to TVM's own lowering counted dense."""
@@ -124,11 +136,19 @@ class _Chain:
         self.bias: np.ndarray | None = None
         self.residual: relax.Expr | None = None
         self.relu = False
+        self.cap: float | None = None  # ReLU's upper clip (ReLU6)
+        self.groups = 1
         self.vars: list[relax.Var] = []
         self.raw: np.ndarray | None = None  # the weight before batch-norm folding
         self.scale: np.ndarray | None = None  # folded batch-norm scale per output channel
         self.quant: ActQuant | None = None  # activation fake-quant absorbed from the producer chain
         self.qweight = None  # the layer's int8 weights (pruning.quant.QuantizedWeight) when quantized
+
+
+def _prim(v) -> float | None:
+    """The float value of a constant scalar argument (a PrimValue, as clip's bounds are), else None."""
+    value = getattr(v, "value", None)
+    return float(value) if isinstance(value, (int, float, tvm.tirx.IntImm, tvm.tirx.FloatImm)) else None
 
 
 def _op(call, name: str) -> bool:
@@ -166,7 +186,7 @@ def _absorb_fake_quant(ch: _Chain, producer: dict, single_user, by_content: dict
     ch.vars += seen
 
 
-def _find_chains(func: relax.Function, by_content: dict) -> dict[relax.Var, _Chain]:
+def _find_chains(func: relax.Function, by_content: dict, grouped: bool = False) -> dict[relax.Var, _Chain]:
     bindings = [b for blk in func.body.blocks for b in blk.bindings]
     producer = {b.var: b for b in bindings}
     users: dict[relax.Var, list] = {}
@@ -186,10 +206,10 @@ def _find_chains(func: relax.Function, by_content: dict) -> dict[relax.Var, _Cha
         ch = _Chain()
         if _op(v, "relax.nn.conv2d") and isinstance(v.args[1], Constant):
             a = v.attrs
-            if int(a.groups) != 1 or any(int(d) != 1 for d in a.dilation) or a.data_layout != "NCHW" \
-                    or a.kernel_layout != "OIHW" or str(b.var.ty.dtype) != "float32":
+            if (int(a.groups) != 1 and not grouped) or any(int(d) != 1 for d in a.dilation) \
+                    or a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or str(b.var.ty.dtype) != "float32":
                 continue
-            ch.weight, ch.attrs = _np(v.args[1]), a
+            ch.weight, ch.attrs, ch.groups = _np(v.args[1]), a, int(a.groups)
         elif _op(v, "relax.matmul") and isinstance(v.args[1], Constant) and len(v.args[1].ty.shape) == 2 \
                 and len(v.args[0].ty.shape) == 2 and str(b.var.ty.dtype) == "float32":
             w = _np(v.args[1]).T
@@ -221,8 +241,9 @@ def _find_chains(func: relax.Function, by_content: dict) -> dict[relax.Var, _Cha
                     and all(tuple(a.ty.shape) == tuple(cur.var.ty.shape) for a in val.args):
                 ch.residual = val.args[1] if val.args[0].same_as(cur.var) else val.args[0]
                 stage = 3
-            elif _op(val, "relax.nn.relu"):
+            elif _op(val, "relax.nn.relu") or (_op(val, "relax.clip") and _prim(val.args[1]) == 0.0):
                 ch.relu = True
+                ch.cap = _prim(val.args[2]) if _op(val, "relax.clip") else None
                 ch.vars.append(nxt.var)
                 cur = nxt
                 break
@@ -232,7 +253,8 @@ def _find_chains(func: relax.Function, by_content: dict) -> dict[relax.Var, _Cha
             cur = nxt
         ch.raw, ch.scale = ch.weight, scale
         ch.weight = ch.weight * scale.reshape(-1, 1, 1, 1)
-        _absorb_fake_quant(ch, producer, single_user, by_content)
+        if ch.groups == 1:  # grouped convs stay float (the integer kernel is channel-vectorized)
+            _absorb_fake_quant(ch, producer, single_user, by_content)
         claimed.update(ch.vars)
         chains[cur.var] = ch
     return chains
@@ -254,7 +276,9 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
             deq = qw.dequantize().numpy().astype(np.float32)
             by_content[deq.reshape(deq.shape[0], -1).tobytes()] = qw
     report = LoweringReport()
-    chains = _find_chains(mod["main"], by_content)
+    # grouped/depthwise convs only where the pixel form runs them (a row-block of one channel elsewhere
+    # would be a scalar loop): TVM's own operators keep them on GPUs and narrower CPUs
+    chains = _find_chains(mod["main"], by_content, grouped=not gpu and dense_br >= 16)
     skip = {v for ch in chains.values() for v in ch.vars} - set(chains)
 
     @relax.expr_functor.mutator
@@ -296,23 +320,28 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     # float convs on 16-lane CPUs vectorize over pixels (pixel_kernels.py): full registers for 8-row blocks
     layout = None
     if not gpu and ch.quant is None and not ch.linear and dense_br >= 16:
-        layout = pixel_layout(ConvShape(n, cin, h, w, cout, kh, kw, stride, pad, 1, 1), dense_br)
+        layout = pixel_layout(ConvShape(n, cin * ch.groups, h, w, cout, kh, kw, stride, pad, 1, 1), dense_br,
+                              always=ch.groups > 1)
     by_pixels = layout is not None
-    plan = plan_layer(gemm_w, scheme, block_rows, PIXEL_ROWS if by_pixels else dense_br)
+    if ch.groups > 1:
+        plan = plan_grouped(gemm_w, ch.groups)
+        cin *= ch.groups
+    else:
+        plan = plan_layer(gemm_w, scheme, block_rows, PIXEL_ROWS if by_pixels else dense_br)
     nb, kmax = plan.cols.shape
     shared = bool((plan.cols == plan.cols[:1]).all())
     shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax, shared)
     scattered = plan.rows is not None
     cols = plan.cols[:1] if shared else plan.cols
     if by_pixels:
-        layout = replace(layout, s=shape)
+        layout = replace(layout, s=shape, vecs=choose_vecs(layout.pixels, dense_br, max(3, min(6, 24 // plan.br))))
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
-                                   full_cout=cout if scattered else None)
+                                   full_cout=cout if scattered else None, cap=ch.cap)
         func = schedule_conv_pixels(func, layout)
         table = layout.offsets(cols)
     else:
         func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
-                            full_cout=cout if scattered else None, quant=ch.quant)
+                            full_cout=cout if scattered else None, quant=ch.quant, cap=ch.cap)
         # with 32 wide registers (AVX-512), 8-channel row-blocks take 32 pixels per tile; NEON's 32 x 128-bit keep 16
         pixels = 32 if dense_br >= 16 and plan.br <= 8 else 16
         func = schedule_conv_gpu(func, scattered) if gpu else schedule_conv(func, shape, scattered, pixels)
@@ -353,7 +382,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
                           "macs": shape.macs, "dtype": "int8" if ch.quant else "float32",
                           "weight_storage_bits": storage_bits, "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
-                                                                         ("relu", ch.relu)) if on]})
+                                                                         ("relu6" if ch.cap == 6 else "relu", ch.relu)) if on]})
     if ch.linear:
         out = relax.op.reshape(mut.builder_.emit(out), (n, cout))
     return out

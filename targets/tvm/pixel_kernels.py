@@ -81,12 +81,12 @@ class PixelLayout:
 MIN_USEFUL = 0.6  # below this share of useful pixels (4x4 maps: 16 of 32) the channel form is faster
 
 
-def pixel_layout(s: ConvShape, lanes: int) -> PixelLayout | None:
-    """The pixel form for this layer, or None where it would mostly compute dropped pixels."""
+def pixel_layout(s: ConvShape, lanes: int, always: bool = False) -> PixelLayout | None:
+    """The pixel form for this layer, or None where it would mostly compute dropped pixels (unless `always`)."""
     computed = PixelLayout(s, lanes, 1).pixels
     lay = PixelLayout(s, lanes, choose_vecs(computed, lanes))
     ho, wo = s.out_hw
-    return lay if ho * wo >= MIN_USEFUL * lay.padded_pixels else None
+    return lay if always or ho * wo >= MIN_USEFUL * lay.padded_pixels else None
 
 
 def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
@@ -99,7 +99,8 @@ def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
     return 1
 
 
-def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None):
+def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
+                        cap: float | None = None):
     """TE definition (float32). Arguments: x, w [nb, kmax, br], off [1 or nb, kmax], then as kernels.py."""
     s = lay.s
     ho_n, wo_n = s.out_hw
@@ -126,7 +127,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
         lambda n, b, r, p: te.sum(W[b, j, r] * flat(n, OFF[0 if s.shared_cols else b, j] + p), axis=j),
         name="jb_gemm")
     row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho * wq + wo]  # noqa: E731
-    extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout)
+    extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout, cap=cap)
     return te.create_prim_func([*inputs, *extra, out])
 
 
