@@ -32,6 +32,13 @@ def vector_lanes(target) -> int:
     return 16 if codegen.target_has_features("avx512f", target) else 8
 
 
+def has_vnni(target) -> bool:
+    """AVX512-VNNI (vpdpbusd): dense 8-bit convs get the VNNI kernel."""
+    from tvm.target import codegen
+
+    return bool(codegen.target_has_features("avx512vnni", target))
+
+
 def host_target(mcpu: str | None = None):
     import tvm
 
@@ -144,7 +151,8 @@ class HostCPUTarget(Target):
         from targets.tvm.lowering import executed_precision, lower_variant
 
         target = host_target(options.mcpu)
-        mod, lowered = lower_variant(to_relax(variant), variant, options.lowering, dense_br=vector_lanes(target))
+        mod, lowered = lower_variant(to_relax(variant), variant, options.lowering, dense_br=vector_lanes(target),
+                                     vnni=has_vnni(target))
         ex, tuning = build(mod, target, options.tune_trials, options.trials_per_task)
         try:
             ex.export_library(str(workdir / "model.so"))

@@ -27,10 +27,11 @@ from targets.tvm.kernels import (
     unpack_compute,
 )
 from targets.tvm.pixel_kernels import choose_vecs, conv_compute_pixels, pixel_layout, schedule_conv_pixels
+from targets.tvm.vnni_kernels import VNNIPlan, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 7  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 8  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -102,7 +103,12 @@ def ir_macs(mod: tvm.IRModule) -> int:
     for blk in mod["main"].body.blocks:
         for b in blk.bindings:
             v = b.value
-            if _op(v, "relax.call_tir") and v.args[0].name_hint.startswith("jb_conv"):
+            if _op(v, "relax.call_tir") and v.args[0].name_hint.startswith("jb_vnni"):
+                x_shape = [int(d) for d in v.args[1].fields[0].ty.shape]
+                g = int(v.args[1].fields[2].ty.shape[0])  # column groups: ceil(C/4) * kh * kw
+                n, cout, ho, wo = (int(d) for d in b.var.ty.shape)
+                total += n * ho * wo * cout * x_shape[1] * (g // -(-x_shape[1] // 4))
+            elif _op(v, "relax.call_tir") and v.args[0].name_hint.startswith("jb_conv"):
                 nb, kmax, br = (int(d) for d in v.args[1].fields[1].ty.shape)
                 n, _, ho, wo = (int(d) for d in b.var.ty.shape)
                 total += n * ho * wo * nb * br * kmax
@@ -261,14 +267,15 @@ def _find_chains(func: relax.Function, by_content: dict, grouped: bool = False) 
 
 
 def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None,
-          qweights: dict | None = None, gpu: bool = False, dense_br: int = DEFAULT_BR
+          qweights: dict | None = None, gpu: bool = False, dense_br: int = DEFAULT_BR, vnni: bool = False
           ) -> tuple[tvm.IRModule, LoweringReport]:
     """Rewrite `main` of `mod`; returns the new module and a per-layer report (plan and MACs compiled).
 
     `qweights` (layer -> pruning.quant.QuantizedWeight) enables the integer kernel for layers whose
     input is fake-quantized: their weights are found by content among the dequantized constants.
     `gpu=True` gives the kernels a GPU schedule (thread binding) instead of the CPU one. `dense_br`: output
-    channels per row-block of unpruned layers (the vector width: 16 fp32 lanes on AVX-512)."""
+    channels per row-block of unpruned layers (the vector width: 16 fp32 lanes on AVX-512). `vnni`: the CPU
+    has AVX512-VNNI, and dense 8-bit layers run on `vpdpbusd` (vnni_kernels.py)."""
     mod = relax.transform.FoldConstant()(mod)
     by_content = {}
     for qw in (qweights or {}).values():
@@ -289,7 +296,7 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
             ch = chains.get(binding.var)
             if ch is None:
                 return super().visit_var_binding_(binding)
-            new = self.builder_.emit(_emit(self, ch, scheme, block_rows, report, gpu, dense_br))
+            new = self.builder_.emit(_emit(self, ch, scheme, block_rows, report, gpu, dense_br, vnni))
             self.set_var_remap(binding.var, new)
 
     rw = Rewriter(mod)
@@ -300,7 +307,7 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
 
 
 def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: LoweringReport,
-          gpu: bool = False, dense_br: int = DEFAULT_BR) -> relax.Expr:
+          gpu: bool = False, dense_br: int = DEFAULT_BR, vnni: bool = False) -> relax.Expr:
     cout, cin, kh, kw = ch.weight.shape
     x = mut.visit_expr(ch.x)
     if ch.linear:
@@ -333,6 +340,10 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax, shared)
     scattered = plan.rows is not None
     cols = plan.cols[:1] if shared else plan.cols
+    if (vnni and ch.quant is not None and ch.quant.qmax <= 255 and ch.qweight.bits == 8 and not ch.linear
+            and shared and not scattered and kmax == cin * kh * kw):
+        return _emit_vnni(mut, ch, x, ConvShape(n, cin, h, w, cout, kh, kw, stride, pad, 16, kmax, True),
+                          gemm_w, outscale, report)
     if by_pixels:
         layout = replace(layout, s=shape, vecs=choose_vecs(layout.pixels, dense_br, max(3, min(6, 24 // plan.br))))
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
@@ -388,6 +399,27 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     return out
 
 
+def _emit_vnni(mut, ch: _Chain, x, shape: ConvShape, w2: np.ndarray, outscale: np.ndarray,
+               report: LoweringReport) -> relax.Expr:
+    """A dense 8-bit conv on AVX512-VNNI: its own kernel, weights in vpdpbusd's layout."""
+    plan = VNNIPlan(shape, 16)
+    func = vnni_conv(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+    func = func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8).without_attr("global_symbol")
+    gv = mut.builder_.add_func(func, "jb_vnni")
+    levels = w2.astype(np.int32)
+    args = [x, _const(plan.weights(levels).reshape(plan.row_blocks, -1, 64)), _const(plan.table()),
+            _const(VNNIPlan.correction(levels, ch.quant.zero_point)), _const(outscale), _const(ch.bias.astype(np.float32)),
+            mut.visit_expr(ch.residual) if ch.residual is not None else _const(np.zeros(1, np.float32))]
+    ho, wo = shape.out_hw
+    report.layers.append({"kernel": gv.name_hint, "op": "conv", "out_channels": shape.cout, "vectorized": "vnni",
+                          "rows_computed": plan.row_blocks * 16, "br": 16, "columns": plan.groups * 4 * shape.kh * shape.kw,
+                          "gemm_k": shape.c * shape.kh * shape.kw, "macs": shape.macs, "dtype": "int8",
+                          "weight_storage_bits": 8,
+                          "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
+                                                    ("relu6" if ch.cap == 6 else "relu", ch.relu)) if on]})
+    return relax.call_tir(gv, args, relax.TensorType((shape.n, shape.cout, ho, wo), "float32"))
+
+
 def executed_precision(variant, lowered: dict) -> str:
     """The arithmetic a TVM artifact executes: int8 where the shared kernel runs quantized layers
     (low-bit weights are unpacked to int8), else the float type of the graph (a quantized variant
@@ -398,12 +430,13 @@ def executed_precision(variant, lowered: dict) -> str:
 
 
 def lower_variant(mod: tvm.IRModule, variant, mode: str = "joulebench", gpu: bool = False,
-                  dense_br: int = DEFAULT_BR) -> tuple[tvm.IRModule, dict]:
+                  dense_br: int = DEFAULT_BR, vnni: bool = False) -> tuple[tvm.IRModule, dict]:
     """Lower a variant's module as its compression scheme calls for; returns it with the manifest
     fields every TVM artifact records (the MACs actually compiled, counted in the lowered IR)."""
     if mode == "tvm":
         return mod, {"lowering": "tvm", "macs_effective": ir_macs(mod)}
     mf = variant.manifest
     block_rows = int(mf["block"].split("x")[0]) if mf.get("block") else None
-    mod, report = lower(mod, mf.get("scheme", "none"), block_rows, getattr(variant, "qweights", None), gpu, dense_br)
+    mod, report = lower(mod, mf.get("scheme", "none"), block_rows, getattr(variant, "qweights", None), gpu, dense_br,
+                        vnni)
     return mod, {"lowering": "joulebench", "lowered_layers": report.layers, "macs_effective": ir_macs(mod)}

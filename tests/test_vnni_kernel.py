@@ -1,0 +1,65 @@
+"""The AVX512-VNNI integer kernel (targets/tvm/vnni_kernels.py) against a numpy reference of the same
+integer arithmetic, and in a compiled 8-bit variant. Needs a CPU with AVX512-VNNI (skipped elsewhere)."""
+
+import numpy as np
+import pytest
+import tvm
+
+from pruning.compress import CompressionSpec, make_variant
+from pruning.variant import ModelSpec
+from targets.host_cpu import has_vnni, host_target
+from targets.tvm.kernels import ActQuant, ConvShape
+from targets.tvm.vnni_kernels import VNNIPlan, vnni_conv
+
+pytestmark = pytest.mark.skipif(not has_vnni(host_target()), reason="this CPU has no AVX512-VNNI")
+
+
+@pytest.mark.parametrize("c,h,cout,k,stride,residual,cap", [
+    (8, 8, 32, 3, 1, True, None),
+    (3, 9, 24, 3, 2, False, 6.0),  # channels not a multiple of 4, rows not of 16, stride 2, ReLU6
+    (20, 4, 16, 1, 1, False, None),
+])
+def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, cap):
+    rng = np.random.default_rng(1)
+    pad = k // 2
+    shape = ConvShape(1, c, h, h, cout, k, k, (stride, stride), (pad,) * 4, 16, c * k * k, True)
+    quant = ActQuant(0.04, 9, 255)
+    plan = VNNIPlan(shape, 16)
+    lib = tvm.tirx.build(tvm.IRModule({"main": vnni_conv(plan, quant, residual, True, cap)}), host_target())
+    x = rng.standard_normal((1, c, h, h), dtype=np.float32) * 3  # beyond the quantization range: clamps
+    w2 = rng.integers(-128, 128, (cout, c * k * k)).astype(np.int32)
+    scale = (rng.random(cout) * 1e-2).astype(np.float32)
+    bias = rng.standard_normal(cout, dtype=np.float32)
+    ho, wo = shape.out_hw
+    res = rng.standard_normal((1, cout, ho, wo), dtype=np.float32)
+
+    q = np.clip(np.round(x / quant.scale) + quant.zero_point, 0, quant.qmax) - quant.zero_point
+    qp = np.pad(q, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = np.stack([qp[0, :, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
+                     for i in range(k) for j in range(k)], 1).reshape(c * k * k, -1)
+    acc = (w2.astype(np.int64) @ cols.astype(np.int64)).reshape(1, cout, ho, wo)
+    ref = acc * scale[None, :, None, None] + bias[None, :, None, None] + (res if residual else 0)
+    ref = np.maximum(ref, 0)
+    ref = np.minimum(ref, cap) if cap else ref
+
+    args = [x, plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table(),
+            VNNIPlan.correction(w2, quant.zero_point), scale, bias, res if residual else np.zeros(1, np.float32)]
+    out = tvm.runtime.tensor(np.full((1, cout, ho, wo), np.nan, np.float32))
+    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args], out)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-4)
+    assert "vpdpbusd" in lib.inspect_source("asm")
+
+
+def test_8bit_variant_runs_dense_convs_on_vnni():
+    from targets.tvm.importer import to_relax
+    from targets.tvm.lowering import ir_macs, lower_variant
+    from targets.tvm.vm import VMExecutor
+
+    v = make_variant(ModelSpec(name="resnet18-cifar"), CompressionSpec(bits=8))
+    mod, info = lower_variant(to_relax(v), v, dense_br=16, vnni=True)
+    out = VMExecutor(tvm.compile(mod, host_target()), tvm.cpu()).infer(v.example_input())
+    ref = v.reference_output
+    assert float(np.abs(out - ref).max()) <= 6e-2 * max(1.0, float(np.abs(ref).max()))
+    forms = [la["vectorized"] for la in info["lowered_layers"]]
+    assert forms.count("vnni") == 20 and all(la["dtype"] == "int8" for la in info["lowered_layers"])  # + classifier
+    assert ir_macs(mod) == info["macs_effective"] == v.manifest["macs_effective"]
