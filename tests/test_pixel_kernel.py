@@ -24,6 +24,7 @@ def _reference(x, wd, bias, res, k, stride, pad):
     (8, 11, 11, 16, 3, 2, 0.5, False, False),  # stride 2: phase-split input
     (16, 8, 8, 24, 1, 1, 0.5, False, True),  # 1x1 read in place, rows scattered (pruned filters)
     (16, 9, 9, 8, 1, 2, 1.0, True, False),  # 1x1 stride 2 (a downsample)
+    (16, 8, 8, 32, 1, 1, 0.25, True, False),  # 1x1 in place: output stage on the register write-back
 ])
 def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, scatter):
     rng = np.random.default_rng(0)
@@ -36,7 +37,7 @@ def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, sc
     shape = ConvShape(1, c, h, w, cout, k, k, (stride, stride), (pad,) * 4, br, kmax, shared_cols=keep == 1)
     lay = PixelLayout(shape, 16, choose_vecs(PixelLayout(shape, 16, 1).pixels, 16))
     full = cout + 5 if scatter else None
-    func = schedule_conv_pixels(conv_compute_pixels(lay, True, residual, True, full), lay)
+    func = schedule_conv_pixels(conv_compute_pixels(lay, True, residual, True, full), lay, scatter)
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm")
 
     x = rng.standard_normal((1, c, h, w), dtype=np.float32)

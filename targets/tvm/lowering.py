@@ -31,7 +31,7 @@ from targets.tvm.vnni_kernels import VNNIPlan, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 8  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 9  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -348,7 +348,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         layout = replace(layout, s=shape, vecs=choose_vecs(layout.pixels, dense_br, max(3, min(6, 24 // plan.br))))
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
                                    full_cout=cout if scattered else None, cap=ch.cap)
-        func = schedule_conv_pixels(func, layout)
+        func = schedule_conv_pixels(func, layout, scattered)
         table = layout.offsets(cols)
     else:
         func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,

@@ -131,8 +131,9 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
     return te.create_prim_func([*inputs, *extra, out])
 
 
-def schedule_conv_pixels(func, lay: PixelLayout):
-    """Parallel over (image, row-block, pixel tile); per kept column, br x vecs vector FMAs in registers."""
+def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
+    """Parallel over (image, row-block, pixel tile); per kept column, br x vecs vector FMAs in registers.
+    A layer read in place computes no dropped pixels, so its output stage runs on the register write-back."""
     sch = s_tir.Schedule(func)
     gemm = sch.get_sblock("jb_gemm")
     n, b, r, p, j = sch.get_loops(gemm)
@@ -144,12 +145,15 @@ def schedule_conv_pixels(func, lay: PixelLayout):
     sch.unroll(pt)
     sch.vectorize(pv)
     wb = sch.cache_write(gemm, 0, "local")
+    out = sch.get_sblock("jb_out")
+    if lay.direct and not scattered:
+        sch.reverse_compute_inline(out)
+    else:
+        on, oc, _, ow = sch.get_loops(out)
+        sch.parallel(sch.fuse(on, oc))
+        sch.vectorize(ow)
     sch.reverse_compute_at(wb, tile)
     sch.decompose_reduction(gemm, j)
-    out = sch.get_sblock("jb_out")
-    on, oc, _, ow = sch.get_loops(out)
-    sch.parallel(sch.fuse(on, oc))
-    sch.vectorize(ow)
     if not lay.direct:
         pad = sch.get_sblock("jb_pad")
         loops = sch.get_loops(pad)
