@@ -155,9 +155,7 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     wb = sch.cache_write(gemm, 0, "local")
     out = sch.get_sblock("jb_out")
     if scattered:  # rows gathered through ROWMAP: the epilogue is its own parallel pass
-        on, oc, oh, ow = sch.get_loops(out)
-        sch.parallel(sch.fuse(on, oc))
-        sch.vectorize(ow)
+        output_pass(sch, out)
     else:  # epilogue fused into the register write-back
         sch.reverse_compute_inline(out)
     sch.reverse_compute_at(wb, tile)
@@ -167,6 +165,13 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     sch.parallel(sch.fuse(pn, pc))
     sch.vectorize(pw)
     return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def output_pass(sch, out) -> None:
+    """Schedule an output stage that runs as its own pass: parallel over (image, channel), rows vectorized."""
+    on, oc, _, ow = sch.get_loops(out)
+    sch.parallel(sch.fuse(on, oc))
+    sch.vectorize(ow)
 
 
 def _bind_flat(sch, block, threads: int) -> None:

@@ -1,11 +1,15 @@
-"""Relax rewrite: every groups=1 conv2d / linear with constant weights becomes one call to the shared
-kernel (kernels.py), with batch-norm folded into its weights and bias, residual add and ReLU fused.
+"""Relax rewrite: every conv2d / linear with constant weights becomes one call to the shared kernel
+family, with batch-norm folded into its weights and bias, residual add and ReLU / ReLU6 fused. The form
+per layer: channel-vectorized (kernels.py; GPUs, narrow CPUs, small maps, linear layers),
+pixel-vectorized (pixel_kernels.py; float convs on 16-lane CPUs) or VNNI (vnni_kernels.py; dense
+8-bit convs where the CPU has AVX512-VNNI).
 
 The plan for each layer comes from the variant's scheme and the weights themselves:
   block        -> per row-block of `br` output channels, only the columns that row-block kept
   filter       -> only the non-zero output channels (the physically smaller dense layer), scattered back
   anything else-> dense (unstructured sparsity stays dense: irregular zeros buy nothing here)
-Layers the kernel does not cover (grouped/depthwise or dilated convs) stay on TVM's own lowering.
+Grouped/depthwise convs are lowered only where the pixel form runs them; they, dilated convs and
+anything else the family does not cover stay on TVM's own lowering elsewhere.
 """
 
 from __future__ import annotations
@@ -392,11 +396,16 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
                           "vectorized": "pixels" if by_pixels else "channels",
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
                           "macs": shape.macs, "dtype": "int8" if ch.quant else "float32",
-                          "weight_storage_bits": storage_bits, "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
-                                                                         ("relu6" if ch.cap == 6 else "relu", ch.relu)) if on]})
+                          "weight_storage_bits": storage_bits, "fused": _fused(ch)})
     if ch.linear:
         out = relax.op.reshape(mut.builder_.emit(out), (n, cout))
     return out
+
+
+def _fused(ch: _Chain) -> list[str]:
+    """The steps a lowered layer's output stage applies, for the layer report."""
+    return [s for s, on in (("bias", True), ("residual", ch.residual is not None),
+                            ("relu6" if ch.cap == 6 else "relu", ch.relu)) if on]
 
 
 def _emit_vnni(mut, ch: _Chain, x, shape: ConvShape, w2: np.ndarray, outscale: np.ndarray,
@@ -414,9 +423,7 @@ def _emit_vnni(mut, ch: _Chain, x, shape: ConvShape, w2: np.ndarray, outscale: n
     report.layers.append({"kernel": gv.name_hint, "op": "conv", "out_channels": shape.cout, "vectorized": "vnni",
                           "rows_computed": plan.row_blocks * 16, "br": 16, "columns": plan.groups * 4 * shape.kh * shape.kw,
                           "gemm_k": shape.c * shape.kh * shape.kw, "macs": shape.macs, "dtype": "int8",
-                          "weight_storage_bits": 8,
-                          "fused": [s for s, on in (("bias", True), ("residual", ch.residual is not None),
-                                                    ("relu6" if ch.cap == 6 else "relu", ch.relu)) if on]})
+                          "weight_storage_bits": 8, "fused": _fused(ch)})
     return relax.call_tir(gv, args, relax.TensorType((shape.n, shape.cout, ho, wo), "float32"))
 
 

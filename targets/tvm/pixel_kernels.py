@@ -12,8 +12,9 @@ OFF = ((c*s + ki%s)*s + kj%s)*hq*wq + (ki//s)*wq + kj//s, so for every column th
 are one contiguous run (stride 1 and 2 alike). The (wq - wo_n) pixels at the end of each row are
 computed and dropped: 2 of 34 on a 32-wide 3x3 layer. A tile is `br` rows x `vecs` vectors of
 accumulators; per kept column it loads `vecs` input vectors and broadcasts `br` weights.
-A 1x1 stride-1 layer reads its input as it is (no padded copy). The epilogue (scale, bias, residual,
-ReLU, row scatter) is a separate vectorized pass that drops the extra pixels.
+A 1x1 stride-1 layer reads its input as it is (no padded copy) and computes no dropped pixels, so its
+output stage (bias, residual, ReLU) runs on the register write-back; elsewhere the output stage (and a
+row scatter) is a separate vectorized pass that drops the extra pixels.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from targets.tvm.kernels import ConvShape, fused_epilogue
+from targets.tvm.kernels import ConvShape, fused_epilogue, output_pass
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,7 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
     if lay.direct and not scattered:
         sch.reverse_compute_inline(out)
     else:
-        on, oc, _, ow = sch.get_loops(out)
-        sch.parallel(sch.fuse(on, oc))
-        sch.vectorize(ow)
+        output_pass(sch, out)
     sch.reverse_compute_at(wb, tile)
     sch.decompose_reduction(gemm, j)
     if not lay.direct:
