@@ -9,23 +9,36 @@ from pruning.compress import CompressionSpec, make_variant
 from pruning.variant import ModelSpec
 from targets.host_cpu import has_vnni, host_target
 from targets.tvm.kernels import ActQuant, ConvShape
-from targets.tvm.vnni_kernels import VNNIPlan, vnni_conv
+from targets.tvm.vnni_kernels import VNNIPixelPlan, VNNIPlan, plan_pixels, vnni_conv, vnni_conv_pixels
 
 pytestmark = pytest.mark.skipif(not has_vnni(host_target()), reason="this CPU has no AVX512-VNNI")
 
 
-@pytest.mark.parametrize("c,h,cout,k,stride,residual,cap", [
-    (8, 8, 32, 3, 1, True, None),
-    (3, 9, 24, 3, 2, False, 6.0),  # channels not a multiple of 4, rows not of 16, stride 2, ReLU6
-    (20, 4, 16, 1, 1, False, None),
+def _build(form, shape, quant, residual, cap, w2):
+    """(library, weights, column table) of one form: channel lanes, or pixel lanes with (rows, vecs)."""
+    if form == "channels":
+        plan = VNNIPlan(shape, 16)
+        func, wts, table = vnni_conv(plan, quant, residual, True, cap), plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table()
+    else:
+        plan = VNNIPixelPlan(shape, *form)
+        func, wts, table = vnni_conv_pixels(plan, quant, residual, True, cap), plan.weights(w2), plan.offsets()
+    return tvm.tirx.build(tvm.IRModule({"main": func}), host_target()), wts, table
+
+
+@pytest.mark.parametrize("c,h,cout,k,stride,residual,cap,form", [
+    (8, 8, 32, 3, 1, True, None, "channels"),
+    (3, 9, 24, 3, 2, False, 6.0, "channels"),  # channels not a multiple of 4, rows not of 16, stride 2, ReLU6
+    (20, 4, 16, 1, 1, False, None, "channels"),
+    (8, 8, 32, 3, 1, True, None, (8, 3)),  # padded rows: the output stage drops the extra pixels
+    (3, 9, 20, 3, 2, False, 6.0, (8, 2)),  # stride phases, rows not a multiple of 8
+    (20, 8, 24, 1, 1, True, None, (8, 2)),  # exact tiling: output stage on the register write-back
+    (12, 8, 16, 1, 2, True, None, (4, 1)),  # 1x1 stride 2: phase planes, still exact
 ])
-def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, cap):
+def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, cap, form):
     rng = np.random.default_rng(1)
     pad = k // 2
     shape = ConvShape(1, c, h, h, cout, k, k, (stride, stride), (pad,) * 4, 16, c * k * k, True)
     quant = ActQuant(0.04, 9, 255)
-    plan = VNNIPlan(shape, 16)
-    lib = tvm.tirx.build(tvm.IRModule({"main": vnni_conv(plan, quant, residual, True, cap)}), host_target())
     x = rng.standard_normal((1, c, h, h), dtype=np.float32) * 3  # beyond the quantization range: clamps
     w2 = rng.integers(-128, 128, (cout, c * k * k)).astype(np.int32)
     scale = (rng.random(cout) * 1e-2).astype(np.float32)
@@ -42,12 +55,21 @@ def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, 
     ref = np.maximum(ref, 0)
     ref = np.minimum(ref, cap) if cap else ref
 
-    args = [x, plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table(),
-            VNNIPlan.correction(w2, quant.zero_point), scale, bias, res if residual else np.zeros(1, np.float32)]
+    lib, wts, table = _build(form, shape, quant, residual, cap, w2)
+    args = [x, wts, table, VNNIPlan.correction(w2, quant.zero_point), scale, bias, res if residual else np.zeros(1, np.float32)]
     out = tvm.runtime.tensor(np.full((1, cout, ho, wo), np.nan, np.float32))
     lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args], out)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-4)
     assert "vpdpbusd" in lib.inspect_source("asm")
+    if form != "channels":
+        assert VNNIPixelPlan(shape, *form).exact == (k == 1)
+
+
+def test_pixel_plan_choice():
+    dense = lambda c, h, co, k, s: ConvShape(1, c, h, h, co, k, k, (s, s), (k // 2,) * 4, 16, c * k * k, True)  # noqa: E731
+    assert plan_pixels(dense(64, 32, 256, 1, 1)).exact  # 1024 pixels: a tiling with no dropped pixel
+    assert not plan_pixels(dense(64, 32, 64, 3, 1)).exact  # 34-wide padded rows
+    assert plan_pixels(dense(512, 4, 512, 3, 1)) is None  # 4x4 map: 16 of 32 pixels useful, channel lanes
 
 
 def test_8bit_variant_runs_dense_convs_on_vnni():

@@ -31,11 +31,11 @@ from targets.tvm.kernels import (
     unpack_compute,
 )
 from targets.tvm.pixel_kernels import choose_vecs, conv_compute_pixels, pixel_layout, schedule_conv_pixels
-from targets.tvm.vnni_kernels import VNNIPlan, vnni_conv
+from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv_pixels
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 9  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 10  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -411,17 +411,23 @@ def _fused(ch: _Chain) -> list[str]:
 def _emit_vnni(mut, ch: _Chain, x, shape: ConvShape, w2: np.ndarray, outscale: np.ndarray,
                report: LoweringReport) -> relax.Expr:
     """A dense 8-bit conv on AVX512-VNNI: its own kernel, weights in vpdpbusd's layout."""
-    plan = VNNIPlan(shape, 16)
-    func = vnni_conv(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+    levels = w2.astype(np.int32)
+    plan = plan_pixels(shape)  # pixel lanes (whole-vector output stage) unless most pixels would be dropped
+    if plan is not None:
+        func = vnni_conv_pixels(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+        wts, table, rows = plan.weights(levels), plan.offsets(), plan.rows
+    else:
+        plan = VNNIPlan(shape, 16)
+        func = vnni_conv(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+        wts, table, rows = plan.weights(levels).reshape(plan.row_blocks, -1, 64), plan.table(), 16
     func = func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_vnni")
-    levels = w2.astype(np.int32)
-    args = [x, _const(plan.weights(levels).reshape(plan.row_blocks, -1, 64)), _const(plan.table()),
+    args = [x, _const(wts), _const(table),
             _const(VNNIPlan.correction(levels, ch.quant.zero_point)), _const(outscale), _const(ch.bias.astype(np.float32)),
             mut.visit_expr(ch.residual) if ch.residual is not None else _const(np.zeros(1, np.float32))]
     ho, wo = shape.out_hw
     report.layers.append({"kernel": gv.name_hint, "op": "conv", "out_channels": shape.cout, "vectorized": "vnni",
-                          "rows_computed": plan.row_blocks * 16, "br": 16, "columns": plan.groups * 4 * shape.kh * shape.kw,
+                          "rows_computed": plan.row_blocks * rows, "br": rows, "columns": plan.groups * 4 * shape.kh * shape.kw,
                           "gemm_k": shape.c * shape.kh * shape.kw, "macs": shape.macs, "dtype": "int8",
                           "weight_storage_bits": 8, "fused": _fused(ch)})
     return relax.call_tir(gv, args, relax.TensorType((shape.n, shape.cout, ho, wo), "float32"))

@@ -1,23 +1,35 @@
 """The integer form of the dense kernel on AVX512-VNNI: `vpdpbusd` (u8 x s8, four products summed into
-each int32 lane), 64 multiply-adds per instruction.
-
-Lanes are 16 output channels; the four bytes each lane sums are four consecutive input channels of
-one pixel at one kernel tap. So the pad stage quantizes the input into channel groups of four,
-XQ[n, cg, y, x, 0:4] (uint8, the zero point where padded), and the weights are laid out
-W[b, g, 16, 4] for column group g = (cg, ki, kj). Per column group a tile of `px` pixels broadcasts
-each pixel's 4 bytes against one 64-byte weight vector. The activation zero point is taken out
-exactly in int32 afterwards: acc - zp * sum(w) per output channel (CORR), then the float epilogue
+each int32 lane), 64 multiply-adds per instruction. The four bytes a lane sums are four consecutive
+input channels of one pixel at one kernel tap, so the pad stage quantizes the input into channel
+groups of four (uint8, the zero point where padded); the activation zero point is taken out exactly
+in int32 afterwards, acc - zp * sum(w) per output channel (CORR), before the float output stage
 (scale, bias, residual, ReLU/ReLU6).
+
+Two lane layouts:
+- pixel lanes (`VNNIPixelPlan`, the default): lanes are 16 output pixels of the pixel form's flat,
+  phase-split layout (pixel_kernels.py), one 4-byte channel group per pixel, so a column group's 16
+  pixels are one 64-byte load and each output channel's 4 weights one broadcast. A tile is `rows`
+  channels x `vecs` vectors; the output stage runs on whole vectors, on the register write-back where
+  the flat pixels are the output pixels (1x1 layers), else through a flat scratch that drops the
+  padded pixels.
+- channel lanes (`VNNIPlan`): lanes are 16 output channels and each pixel's 4 bytes are broadcast
+  against one 64-byte weight vector; the output stage is per element. Kept for small maps (4x4),
+  where pixel lanes would mostly compute dropped pixels.
+
+Scalars are bound with `T.let`: a plain assignment in this TVMScript is a mutable local that the
+lowering allocates through the workspace pool on every tile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from tvm import tirx
 from tvm.script import tirx as T
 
 from targets.tvm.kernels import ActQuant, ConvShape
+from targets.tvm.pixel_kernels import PixelLayout, pixel_layout
 
 
 def vnni_intrinsic_args(acc, a_i32, w_i8x64):
@@ -97,32 +109,177 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
             for y, xx in T.grid(H, W):
                 for k in T.unroll(4):  # four planes interleaved into one contiguous run: LLVM vectorizes the xx loop
                     if (nc % CG) * 4 + k < C:
-                        v = x[nc // CG, (nc % CG) * 4 + k, y, xx]
-                        q = T.min(T.max(T.round(v * T.float32(inv)) + T.float32(zp), T.float32(0)), T.float32(qmax))
+                        v: T.let = x[nc // CG, (nc % CG) * 4 + k, y, xx]
+                        q: T.let = T.min(T.max(T.round(v * T.float32(inv)) + T.float32(zp), T.float32(0)), T.float32(qmax))
                         xq[((nc * HP + y + TOP) * WP + xx + LEFT) * 4 + k] = T.Cast("uint8", q)
         for t in T.parallel(N * NB * NTH * NTW):
             acc = T.alloc_buffer((PX * 16,), "int32", scope="local")
-            n = t // (NB * NTH * NTW)
-            b = t // (NTH * NTW) % NB
-            y0 = t // NTW % NTH * TH
-            x0 = t % NTW * TW
+            n: T.let = t // (NB * NTH * NTW)
+            b: T.let = t // (NTH * NTW) % NB
+            y0: T.let = t // NTW % NTH * TH
+            x0: T.let = t % NTW * TW
             for i in T.unroll(PX):
                 acc[T.ramp(i * 16, 1, 16)] = T.broadcast(T.int32(0), 16)
             for g in range(G):
-                wv = w[b, g, T.ramp(0, 1, 64)]
-                base = ((n * CG + idx[g, 0]) * HP + y0 * SH + idx[g, 1]) * WP + x0 * SW + idx[g, 2]
+                wv: T.let = w[b, g, T.ramp(0, 1, 64)]
+                base: T.let = ((n * CG + idx[g, 0]) * HP + y0 * SH + idx[g, 1]) * WP + x0 * SW + idx[g, 2]
                 for i in T.unroll(PX):
-                    a = T.reinterpret("int32", xq[T.ramp((base + (i // TW * SH) * WP + i % TW * SW) * 4, 1, 4)])
+                    a: T.let = T.reinterpret("int32", xq[T.ramp((base + (i // TW * SH) * WP + i % TW * SW) * 4, 1, 4)])
                     acc[T.ramp(i * 16, 1, 16)] = T.call_llvm_pure_intrin(
                         "int32x16", "llvm.x86.avx512.vpdpbusd.512",
                         *vnni_intrinsic_args(acc[T.ramp(i * 16, 1, 16)], a, wv))
             for r, ty in T.grid(16, TH):  # per channel, one row of the tile at a time: contiguous stores
-                co = b * 16 + r
+                co: T.let = b * 16 + r
                 if co < COUT:
                     for tx in range(TW):
-                        v = T.Cast("float32", acc[(ty * TW + tx) * 16 + r] + corr[co]) * outscale[co] + bias[co]
+                        v: T.let = T.Cast("float32", acc[(ty * TW + tx) * 16 + r] + corr[co]) * outscale[co] + bias[co]
                         if RES:
-                            v = v + res[n, co, y0 + ty, x0 + tx]
-                        out[n, co, y0 + ty, x0 + tx] = T.min(T.max(v, T.float32(lo)), T.float32(hi))
+                            out[n, co, y0 + ty, x0 + tx] = _clamp(v + res[n, co, y0 + ty, x0 + tx], lo, hi, 1)
+                        else:
+                            out[n, co, y0 + ty, x0 + tx] = _clamp(v, lo, hi, 1)
+
+    return main
+
+
+@dataclass(frozen=True)
+class VNNIPixelPlan:
+    """The pixel-lane form: lanes are 16 output pixels (the pixel form's flat, phase-split layout, one
+    4-byte channel group per pixel), so a tile is `rows` channels x `vecs` vectors and the output stage
+    runs on whole vectors. Per column group: `vecs` input loads, `rows` broadcast weights."""
+
+    s: ConvShape  # a dense layer
+    rows: int = 8
+    vecs: int = 3
+
+    @property
+    def groups(self) -> int:
+        return -(-self.s.c // 4)
+
+    @property
+    def row_blocks(self) -> int:
+        return -(-self.s.cout // self.rows)
+
+    @property
+    def layout(self) -> PixelLayout:
+        """The pixel form's layout over channel groups (an "input channel" is four real ones)."""
+        return PixelLayout(replace(self.s, c=self.groups), 16, self.vecs)
+
+    @property
+    def exact(self) -> bool:
+        """Flat pixels are output pixels (no dropped ones, whole tiles): the output stage runs on the
+        register write-back; elsewhere a vectorized pass over a flat scratch drops the extra pixels."""
+        lay = self.layout
+        return lay.phases[2] == self.s.out_hw[1] and lay.pixels % lay.tile == 0
+
+    def weights(self, w2: np.ndarray) -> np.ndarray:
+        """[Cout, C*kh*kw] int levels -> int8 [row_blocks, G, rows*4], g = (cg, ki, kj)."""
+        s, R = self.s, self.rows
+        w = w2.reshape(s.cout, s.c, s.kh, s.kw)
+        w = np.pad(w, ((0, self.row_blocks * R - s.cout), (0, self.groups * 4 - s.c), (0, 0), (0, 0)))
+        w = w.reshape(self.row_blocks, R, self.groups, 4, s.kh, s.kw).transpose(0, 2, 4, 5, 1, 3)
+        return np.ascontiguousarray(w.reshape(self.row_blocks, -1, R * 4)).astype(np.int8)
+
+    def offsets(self) -> np.ndarray:
+        return self.layout.offsets(np.arange(self.groups * self.s.kh * self.s.kw))
+
+
+def plan_pixels(s: ConvShape, rows: int = 8) -> VNNIPixelPlan | None:
+    """The pixel-lane plan for a layer, or None where most computed pixels would be dropped (small maps:
+    the channel-lane kernel above)."""
+    gs = replace(s, c=-(-s.c // 4))
+    for vecs in (3, 2, 4, 1):  # an exact tiling where one exists
+        plan = VNNIPixelPlan(s, rows, vecs)
+        if plan.exact:
+            return plan
+    lay = pixel_layout(gs, 16)
+    return None if lay is None else VNNIPixelPlan(s, rows, lay.vecs)
+
+
+def _clamp(v, lo: float, hi: float, lanes: int):
+    """max(lo, min(v, hi)) over `lanes` float32 lanes (a bound beyond +-3e38 is no bound)."""
+    if lo > -3.0e38:
+        v = tirx.max(v, tirx.Broadcast(tirx.const(lo, "float32"), lanes) if lanes > 1 else tirx.const(lo, "float32"))
+    if hi < 3.0e38:
+        v = tirx.min(v, tirx.Broadcast(tirx.const(hi, "float32"), lanes) if lanes > 1 else tirx.const(hi, "float32"))
+    return v
+
+
+def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None):
+    """PrimFunc(x, w, off, corr, outscale, bias, residual (a 1-element stand-in without one), out)."""
+    s, lay = p.s, p.layout
+    N, C, H, W = s.n, s.c, s.h, s.w
+    CG, NB, R, V, COUT = p.groups, p.row_blocks, p.rows, p.vecs, s.cout
+    G = CG * s.kh * s.kw
+    ST, _, WQ, PLANE = lay.phases
+    PLANES = lay.planes()
+    TILE, PADDED = lay.tile, lay.padded_pixels
+    NT = PADDED // TILE
+    TOP, LEFT = s.pad[0], s.pad[1]
+    HO, WO = s.out_hw
+    inv, zp, qmax = 1.0 / quant.scale, float(quant.zero_point), float(quant.qmax)
+    lo = 0.0 if relu else -3.0e38
+    hi = cap if (relu and cap is not None) else 3.0e38
+    RES, EXACT = residual, p.exact
+    RSHAPE = (N, COUT, HO, WO) if residual else (1,)
+    RSIZE = N * COUT * HO * WO if residual else 1
+
+    @T.prim_func
+    def main(x: T.Buffer((N, C, H, W), "float32"), w: T.Buffer((NB, G, R * 4), "int8"),
+             off: T.Buffer((G,), "int32"), corr: T.Buffer((COUT,), "int32"),
+             outscale: T.Buffer((COUT,), "float32"), bias: T.Buffer((COUT,), "float32"),
+             res: T.Buffer(RSHAPE, "float32"), out: T.Buffer((N, COUT, HO, WO), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        outf = T.decl_buffer((N * COUT * HO * WO,), "float32", data=out.data)
+        resf = T.decl_buffer((RSIZE,), "float32", data=res.data)
+        xq = T.alloc_buffer((N * PLANES * PLANE * 4,), "uint8")
+        ys = T.alloc_buffer((N * NB * R * PADDED if not EXACT else 1,), "float32")
+        for i in T.parallel(N * PLANES):  # the zero point everywhere, then the interior in its phase planes
+            for j in range(PLANE * 4):
+                xq[i * PLANE * 4 + j] = T.uint8(zp)
+        for nc in T.parallel(N * CG):
+            for y, xx in T.grid(H, W):
+                for k in T.unroll(4):
+                    if nc % CG * 4 + k < C:
+                        v: T.let = x[nc // CG, nc % CG * 4 + k, y, xx]
+                        q: T.let = T.min(T.max(T.round(v * T.float32(inv)) + T.float32(zp), T.float32(0)), T.float32(qmax))
+                        pl: T.let = (nc % CG * ST + (y + TOP) % ST) * ST + (xx + LEFT) % ST
+                        pos: T.let = (y + TOP) // ST * WQ + (xx + LEFT) // ST
+                        xq[((nc // CG * PLANES + pl) * PLANE + pos) * 4 + k] = T.Cast("uint8", q)
+        for t in T.parallel(N * NB * NT):
+            acc = T.alloc_buffer((R * V * 16,), "int32", annotations={"disable_lower_builtin": True})
+            n: T.let = t // (NB * NT)
+            b: T.let = t // NT % NB
+            p0: T.let = t % NT * TILE
+            for i in T.unroll(R * V):
+                acc[T.ramp(i * 16, 1, 16)] = T.broadcast(T.int32(0), 16)
+            for g in range(G):
+                base: T.let = (n * PLANES * PLANE + off[g] + p0) * 4
+                for r in T.unroll(R):
+                    wv: T.let = T.reinterpret("int8x64", T.broadcast(T.reinterpret("int32", w[b, g, T.ramp(r * 4, 1, 4)]), 16))
+                    for v in T.unroll(V):
+                        acc[T.ramp((r * V + v) * 16, 1, 16)] = T.call_llvm_pure_intrin(
+                            "int32x16", "llvm.x86.avx512.vpdpbusd.512",
+                            acc[T.ramp((r * V + v) * 16, 1, 16)], xq[T.ramp(base + v * 64, 1, 64)], wv)
+            for r in T.unroll(R):
+                co: T.let = b * R + r
+                if co < COUT:
+                    for v in T.unroll(V):
+                        val: T.let = (T.Cast("float32x16", acc[T.ramp((r * V + v) * 16, 1, 16)] + T.broadcast(corr[co], 16))
+                               * T.broadcast(outscale[co], 16) + T.broadcast(bias[co], 16))
+                        at: T.let = (n * COUT + co) * HO * WO + p0 + v * 16
+                        if not EXACT:
+                            ys[T.ramp((n * NB * R + co) * PADDED + p0 + v * 16, 1, 16)] = val
+                        elif RES:
+                            outf[T.ramp(at, 1, 16)] = _clamp(val + resf[T.ramp(at, 1, 16)], lo, hi, 16)
+                        else:
+                            outf[T.ramp(at, 1, 16)] = _clamp(val, lo, hi, 16)
+        if not EXACT:
+            for nco in T.parallel(N * COUT):
+                for ho, wo in T.grid(HO, WO):
+                    val: T.let = ys[(nco // COUT * NB * R + nco % COUT) * PADDED + ho * WQ + wo]
+                    if RES:
+                        outf[(nco * HO + ho) * WO + wo] = _clamp(val + resf[(nco * HO + ho) * WO + wo], lo, hi, 1)
+                    else:
+                        outf[(nco * HO + ho) * WO + wo] = _clamp(val, lo, hi, 1)
 
     return main
