@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, te, tirx
 
 
@@ -152,7 +153,7 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     sch.unroll(ho_i)
     sch.unroll(wo_i)
     sch.vectorize(r)
-    wb = sch.cache_write(gemm, 0, "local")
+    wb = sch.cache_write(gemm, 0, REGISTER_TILE)
     out = sch.get_sblock("jb_out")
     if scattered:  # rows gathered through ROWMAP: the epilogue is its own parallel pass
         output_pass(sch, out)
@@ -164,7 +165,48 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     pn, pc, ph, pw = sch.get_loops(pad)
     sch.parallel(sch.fuse(pn, pc))
     sch.vectorize(pw)
-    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+    return tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True))
+
+
+REGISTER_TILE = "global"  # scope of the per-tile accumulator buffer; see tile_on_stack
+_STACK_LIMIT = 16384  # bytes; a register tile is at most 32 x 64
+
+
+def tile_on_stack(func):
+    """Keep each tile's accumulators in a stack array that LLVM promotes to registers.
+
+    This TVM lowers a "local" buffer, and a "global" one of 1 KiB or more, to a workspace-pool
+    allocation on every tile (alloc, memset, stores, reloads, free); a "global" allocation annotated
+    `disable_lower_builtin` stays an alloca. Block allocations cannot carry annotations, so the
+    scheduled function is lowered to block-free form here and the tile's allocation annotated. The
+    annotation survives the build only with `tirx.disable_storage_rewrite` (build.py sets it for
+    CPU targets); without it the tile goes back to the workspace pool, slower but the same result."""
+    mod = tvm.ir.transform.Sequential([
+        s_tir.transform.CanonicalizeLoop(), s_tir.transform.LowerInitBlock(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(), s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.CompactBufferAllocation(), s_tir.transform.LowerOpaqueBlock(),
+    ])(tvm.IRModule({"main": func}))
+    lowered = mod["main"]
+
+    def annotate(stmt):
+        if isinstance(stmt, tirx.SeqStmt):
+            return tirx.SeqStmt([annotate(c) for c in stmt.seq])
+        if isinstance(stmt, tirx.For):
+            return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, annotate(stmt.body), stmt.thread_binding,
+                            stmt.annotations)
+        if (isinstance(stmt, tirx.AllocBuffer) and stmt.buffer.name.endswith("_" + REGISTER_TILE)
+                and _nbytes(stmt.buffer) <= _STACK_LIMIT):
+            return tirx.AllocBuffer(stmt.buffer, {**stmt.annotations, "disable_lower_builtin": tirx.IntImm("bool", 1)})
+        return stmt
+
+    return lowered.with_body(annotate(lowered.body))
+
+
+def _nbytes(buf) -> int:
+    n = 1
+    for d in buf.shape:
+        n *= int(d)
+    return n * tvm.DataType(buf.dtype).bits // 8
 
 
 def output_pass(sch, out) -> None:

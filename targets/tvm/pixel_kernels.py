@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from targets.tvm.kernels import ConvShape, fused_epilogue, output_pass
+from targets.tvm.kernels import REGISTER_TILE, ConvShape, fused_epilogue, output_pass, tile_on_stack
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
     sch.unroll(r)
     sch.unroll(pt)
     sch.vectorize(pv)
-    wb = sch.cache_write(gemm, 0, "local")
+    wb = sch.cache_write(gemm, 0, REGISTER_TILE)
     out = sch.get_sblock("jb_out")
     if lay.direct and not scattered:
         sch.reverse_compute_inline(out)
@@ -165,4 +165,4 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
         else:
             sch.parallel(sch.fuse(*loops[:4]))
             sch.vectorize(loops[-1])
-    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+    return tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True))
