@@ -35,7 +35,7 @@ from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 11  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 12  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -263,7 +263,11 @@ def _find_chains(func: relax.Function, by_content: dict, grouped: bool = False) 
             cur = nxt
         ch.raw, ch.scale = ch.weight, scale
         ch.weight = ch.weight * scale.reshape(-1, 1, 1, 1)
-        if ch.groups == 1:  # grouped convs stay float (the integer kernel is channel-vectorized)
+        # grouped convs (pixel form) quantize in their pad stage and multiply integer levels in fp32,
+        # exact while a sum of K products of 255 x 127 stays below 2^24 (K <= 512); a 1x1 one would read
+        # its input in place, unquantized, so it stays on the float path
+        k_group = int(np.prod(ch.weight.shape[1:]))
+        if ch.groups == 1 or (ch.weight.shape[2] * ch.weight.shape[3] > 1 and k_group <= 512):
             _absorb_fake_quant(ch, producer, single_user, by_content)
         claimed.update(ch.vars)
         chains[cur.var] = ch
@@ -330,7 +334,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
     # float convs on 16-lane CPUs vectorize over pixels (pixel_kernels.py): full registers for 8-row blocks
     layout = None
-    if not gpu and ch.quant is None and not ch.linear and dense_br >= 16:
+    if not gpu and (ch.quant is None or ch.groups > 1) and not ch.linear and dense_br >= 16:
         layout = pixel_layout(ConvShape(n, cin * ch.groups, h, w, cout, kh, kw, stride, pad, 1, 1), dense_br,
                               always=ch.groups > 1)
     by_pixels = layout is not None
@@ -351,7 +355,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     if by_pixels:
         layout = replace(layout, s=shape, vecs=choose_vecs(layout.pixels, dense_br, max(3, min(6, 24 // plan.br))))
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
-                                   full_cout=cout if scattered else None, cap=ch.cap)
+                                   full_cout=cout if scattered else None, cap=ch.cap, quant=ch.quant)
         func = schedule_conv_pixels(func, layout, scattered)
         table = layout.offsets(cols)
     else:
@@ -364,9 +368,10 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     # opaque (never re-fused); no global symbol of its own: the module names it when adding it
     func = func.with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_conv")
-    wmat = plan.weight.transpose(0, 2, 1).astype(np.int8 if ch.quant is not None else np.float32)
+    int_weights = ch.quant is not None and not by_pixels  # the pixel form takes integer levels as fp32
+    wmat = plan.weight.transpose(0, 2, 1).astype(np.int8 if int_weights else np.float32)
     storage_bits = 32
-    if ch.quant is not None and ch.qweight.bits <= 4:
+    if int_weights and ch.qweight.bits <= 4:
         # low-bit weights live packed in the artifact; a tiny kernel unpacks them to int8 for the GEMM
         storage_bits = ch.qweight.bits if (ch.qweight.bits > 1 or (wmat != 0).all()) else 2
         x_shape = tuple(int(d) for d in x.ty.shape)
@@ -378,7 +383,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
                                                 relax.TensorType((wmat.size,), "int8")))
         wexpr = mut.builder_.emit(relax.op.reshape(flat, wmat.shape))
     else:
-        storage_bits = 8 if ch.quant is not None else 32
+        storage_bits = 8 if int_weights else 32
         wexpr = _const(wmat)
     args = [x, wexpr, _const(table)]
     if outscale is not None:
@@ -396,6 +401,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
                           "vectorized": "pixels" if by_pixels else "channels",
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
                           "macs": shape.macs, "dtype": "int8" if ch.quant else "float32",
+                          **({"arithmetic": "fp32, exact on int8 levels"} if ch.quant and by_pixels else {}),
                           "weight_storage_bits": storage_bits, "fused": _fused(ch)})
     if ch.linear:
         out = relax.op.reshape(mut.builder_.emit(out), (n, cout))

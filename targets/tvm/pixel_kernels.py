@@ -15,6 +15,8 @@ accumulators; per kept column it loads `vecs` input vectors and broadcasts `br` 
 A 1x1 stride-1 layer reads its input as it is (no padded copy) and computes no dropped pixels, so its
 output stage (bias, residual, ReLU) runs on the register write-back; elsewhere the output stage (and a
 row scatter) is a separate vectorized pass that drops the extra pixels.
+Grouped (depthwise) convs of 8-bit models run here too: the pad stage quantizes the input to (q - zp)
+and the weights are integer levels, so the fp32 arithmetic is exact and only the output stage scales.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from targets.tvm.kernels import REGISTER_TILE, ConvShape, fused_epilogue, output_pass, tile_on_stack
+from targets.tvm.kernels import REGISTER_TILE, ActQuant, ConvShape, fused_epilogue, output_pass, tile_on_stack
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,13 @@ def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
 
 
 def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
-                        cap: float | None = None):
-    """TE definition (float32). Arguments: x, w [nb, kmax, br], off [1 or nb, kmax], then as kernels.py."""
+                        cap: float | None = None, quant: ActQuant | None = None):
+    """TE definition (float32). Arguments: x, w [nb, kmax, br], off [1 or nb, kmax], then as kernels.py.
+
+    With `quant` (a padded layout only), the pad stage quantizes the input to (q - zp) and w holds
+    integer weight levels: every product and sum is an integer below 2^24, exact in fp32, and the
+    output stage requantizes with the per-channel scale (an `outscale` argument before bias)."""
+    assert quant is None or not lay.direct, "a quantized layer needs the padded copy"
     s = lay.s
     ho_n, wo_n = s.out_hw
     st, hq, wq, _ = lay.phases
@@ -112,6 +119,14 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
     OFF = te.placeholder((1 if s.shared_cols else nb, s.kmax), "int32", name="off")
     inputs = [X, W, OFF]
     top, left = s.pad[0], s.pad[1]
+
+    def load(v):
+        if quant is None:
+            return v
+        q = tirx.round(v / tirx.const(quant.scale, "float32")) + tirx.const(float(quant.zero_point), "float32")
+        q = tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(quant.qmax), "float32"))
+        return q - tirx.const(float(quant.zero_point), "float32")
+
     if lay.direct:
         flat = lambda n, i: X[n, 0, 0, i]  # noqa: E731  flat read across the (contiguous) planes
     else:
@@ -119,7 +134,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
             (s.n, -(-lay.planes() // (st * st)), st, st, hq, wq),
             lambda n, c, a, b, y, x: tirx.if_then_else(
                 tirx.all(c < s.c, y * st + a >= top, y * st + a < s.h + top, x * st + b >= left, x * st + b < s.w + left),
-                X[n, c, y * st + a - top, x * st + b - left], tirx.const(0.0, "float32")),
+                load(X[n, c, y * st + a - top, x * st + b - left]), tirx.const(0.0, "float32")),
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, 0, 0, i]  # noqa: E731
     j = te.reduce_axis((0, s.kmax), name="j")
@@ -128,7 +143,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
         lambda n, b, r, p: te.sum(W[b, j, r] * flat(n, OFF[0 if s.shared_cols else b, j] + p), axis=j),
         name="jb_gemm")
     row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho * wq + wo]  # noqa: E731
-    extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout, cap=cap)
+    extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout, scaled=quant is not None, cap=cap)
     return te.create_prim_func([*inputs, *extra, out])
 
 
