@@ -49,7 +49,10 @@ def test_16_lane_builds_take_the_pixel_form_and_lower_depthwise_convs():
     v = make_variant(R18, CompressionSpec(scheme="block", sparsity=0.875, block="8x16"))
     mod, info, err, scale = _compile_and_check(v, lanes=16)
     forms = [(la["vectorized"], la["op"]) for la in info["lowered_layers"]]
-    assert ("pixels", "conv") in forms and ("channels", "conv") in forms  # 4x4 maps stay on channels
+    assert ("pixels", "conv") in forms and ("pixels-shifted", "conv") in forms  # 4x4 maps: shifted copies
+    dense = make_variant(R18, CompressionSpec())
+    dense_forms = [la["vectorized"] for la in _compile_and_check(dense, lanes=16)[1]["lowered_layers"]]
+    assert "channels" in dense_forms and "pixels-shifted" not in dense_forms  # 16-row blocks fill vectors there
     assert ir_macs(mod) == v.manifest["macs_effective"] and err <= 1e-4 * max(1.0, scale)
 
     mb = make_variant(ModelSpec(name="mobilenetv2-cifar"), CompressionSpec())

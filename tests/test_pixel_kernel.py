@@ -18,15 +18,18 @@ def _reference(x, wd, bias, res, k, stride, pad):
     return (wd @ patches.reshape(wd.shape[1], -1)).reshape(1, -1, ho, wo)
 
 
-@pytest.mark.parametrize("c,h,w,cout,k,stride,keep,residual,scatter", [
-    (8, 10, 12, 16, 3, 1, 1.0, False, False),  # dense, non-square, 3x3 pad 1
-    (16, 12, 12, 16, 3, 1, 0.25, True, False),  # block-pruned columns, residual
-    (8, 11, 11, 16, 3, 2, 0.5, False, False),  # stride 2: phase-split input
-    (16, 8, 8, 24, 1, 1, 0.5, False, True),  # 1x1 read in place, rows scattered (pruned filters)
-    (16, 9, 9, 8, 1, 2, 1.0, True, False),  # 1x1 stride 2 (a downsample)
-    (16, 8, 8, 32, 1, 1, 0.25, True, False),  # 1x1 in place: output stage on the register write-back
+@pytest.mark.parametrize("c,h,w,cout,k,stride,keep,residual,scatter,shifted", [
+    (8, 10, 12, 16, 3, 1, 1.0, False, False, False),  # dense, non-square, 3x3 pad 1
+    (16, 12, 12, 16, 3, 1, 0.25, True, False, False),  # block-pruned columns, residual
+    (8, 11, 11, 16, 3, 2, 0.5, False, False, False),  # stride 2: phase-split input
+    (16, 8, 8, 24, 1, 1, 0.5, False, True, False),  # 1x1 read in place, rows scattered (pruned filters)
+    (16, 9, 9, 8, 1, 2, 1.0, True, False, False),  # 1x1 stride 2 (a downsample)
+    (16, 8, 8, 32, 1, 1, 0.25, True, False, False),  # 1x1 in place: output stage on the register write-back
+    (16, 4, 4, 16, 3, 1, 0.25, True, False, True),  # 4x4 map, shifted copies: output stage on the write-back
+    (8, 8, 8, 16, 3, 2, 0.5, False, True, True),  # shifted copies with stride phases, rows scattered
+    (8, 8, 8, 16, 3, 1, 1.0, True, False, True),  # 64 pixels in tiles of 48: the output pass drops none
 ])
-def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, scatter):
+def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, scatter, shifted):
     rng = np.random.default_rng(0)
     br, pad = 8, k // 2
     kfull = c * k * k
@@ -35,7 +38,7 @@ def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, sc
     cols = (np.tile(np.arange(kfull), (nb, 1)) if keep == 1
             else np.stack([np.sort(rng.choice(kfull, kmax, replace=False)) for _ in range(nb)]))
     shape = ConvShape(1, c, h, w, cout, k, k, (stride, stride), (pad,) * 4, br, kmax, shared_cols=keep == 1)
-    lay = PixelLayout(shape, 16, choose_vecs(PixelLayout(shape, 16, 1).pixels, 16))
+    lay = PixelLayout(shape, 16, choose_vecs(PixelLayout(shape, 16, 1, shifted).pixels, 16), shifted)
     full = cout + 5 if scatter else None
     func = schedule_conv_pixels(conv_compute_pixels(lay, True, residual, True, full), lay, scatter)
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm")
@@ -67,12 +70,15 @@ def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, sc
     out = tvm.runtime.tensor(np.full((1, n_out, ho, wo), np.nan, np.float32))
     lib["main"](*args, out)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
-    assert lay.direct == (k == 1 and stride == 1)
+    assert lay.direct == (k == 1 and stride == 1 and not shifted)
+    assert lay.exact == (lay.direct or (shifted and ho * wo % lay.tile == 0))
 
 
-def test_form_choice_keeps_small_maps_on_the_channel_kernel():
+def test_form_choice_for_small_maps():
     wide = ConvShape(1, 64, 32, 32, 64, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
     tiny = ConvShape(1, 512, 4, 4, 512, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
     lay = pixel_layout(wide, 16)
     assert lay is not None and lay.vecs == 3 and lay.pixels == 32 * 34
-    assert pixel_layout(tiny, 16) is None  # 16 useful of 32 computed pixels
+    assert pixel_layout(tiny, 16).shifted  # 16 useful of 32 padded pixels: one shifted copy per kernel column
+    odd = ConvShape(1, 512, 3, 3, 512, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
+    assert pixel_layout(odd, 16) is None  # 9 pixels: not a whole vector, the channel form

@@ -37,13 +37,13 @@ CONFIGS = {
 
 def _build(spec: CompressionSpec, lanes: int, pixels: bool, workdir: Path):
     import targets as registry
-    import targets.tvm.pixel_kernels as pixel_kernels
+    import targets.tvm.lowering as lowering
     from bench.api import Artifact
 
     target = registry.get("host-cpu")
     variant = make_variant(ModelSpec(name="resnet18-cifar", seed=0), spec)
-    useful = pixel_kernels.MIN_USEFUL if pixels else 2.0  # a share no layer reaches: every layer on channels
-    with mock.patch("targets.host_cpu.vector_lanes", lambda _t: lanes), mock.patch.object(pixel_kernels, "MIN_USEFUL", useful):
+    layout = lowering.pixel_layout if pixels else (lambda *_a, **_k: None)  # None: every layer on channels
+    with mock.patch("targets.host_cpu.vector_lanes", lambda _t: lanes), mock.patch.object(lowering, "pixel_layout", layout):
         manifest = target.compile(variant, target.parse_options({}), workdir)
     return variant, Artifact("host-cpu", workdir, manifest, variant)
 

@@ -15,6 +15,10 @@ accumulators; per kept column it loads `vecs` input vectors and broadcasts `br` 
 A 1x1 stride-1 layer reads its input as it is (no padded copy) and computes no dropped pixels, so its
 output stage (bias, residual, ReLU) runs on the register write-back; elsewhere the output stage (and a
 row scatter) is a separate vectorized pass that drops the extra pixels.
+Small maps (4x4: 16 useful of 24 padded pixels) take shifted copies instead: one copy of the input
+per kernel column kj, shifted by kj and exactly as wide as the output, so the flat pixels are the
+output pixels (no drop, output stage on the write-back) at the price of kw copies of a small input;
+used for 8-row blocks, where the channel form would fill only half a vector.
 Grouped (depthwise) convs of 8-bit models run here too: the pad stage quantizes the input to (q - zp)
 and the weights are integer levels, so the fp32 arithmetic is exact and only the output stage scales.
 """
@@ -35,20 +39,28 @@ class PixelLayout:
     s: ConvShape
     lanes: int
     vecs: int  # vectors of pixels per tile
+    # one copy of the input per kernel column kj, shifted by kj and as wide as the output: no pixel
+    # is dropped (small maps, where the padded width would waste most lanes: 4x4 computes 16, not 24)
+    shifted: bool = False
 
     @property
     def phases(self) -> tuple[int, int, int, int]:
         """(stride, hq, wq, plane size)."""
         st = self.s.stride[0]
         hp, wp = self.s.h + self.s.pad[0] + self.s.pad[2], self.s.w + self.s.pad[1] + self.s.pad[3]
-        hq, wq = -(-hp // st), -(-wp // st)
+        hq, wq = -(-hp // st), (self.s.out_hw[1] if self.shifted else -(-wp // st))
         return st, hq, wq, hq * wq
 
     @property
     def direct(self) -> bool:
         """1x1, stride 1, no padding, whole tiles: the input itself is the flat layout."""
-        return (self.s.kh == self.s.kw == 1 and self.s.stride == (1, 1) and not any(self.s.pad)
+        return (not self.shifted and self.s.kh == self.s.kw == 1 and self.s.stride == (1, 1) and not any(self.s.pad)
                 and self.pixels % self.tile == 0)
+
+    @property
+    def exact(self) -> bool:
+        """Every computed pixel is an output pixel, in order: the output stage runs on the write-back."""
+        return self.direct or (self.shifted and self.pixels % self.tile == 0)
 
     @property
     def tile(self) -> int:
@@ -70,6 +82,8 @@ class PixelLayout:
         st, _, wq, plane = self.phases
         kk = self.s.kh * self.s.kw
         c, ki, kj = cols // kk, (cols // self.s.kw) % self.s.kh, cols % self.s.kw
+        if self.shifted:
+            return (((kj * self.s.c + c) * st + ki % st) * plane + (ki // st) * wq).astype(np.int32)
         return (((c * st + ki % st) * st + kj % st) * plane + (ki // st) * wq + kj // st).astype(np.int32)
 
     def planes(self) -> int:
@@ -77,7 +91,10 @@ class PixelLayout:
         tile's dropped pixels read inside the buffer."""
         st, hq, wq, plane = self.phases
         s = self.s
-        last = (s.c * st * st - 1) * plane + ((s.kh - 1) // st) * wq + (s.kw - 1) // st
+        if self.shifted:
+            last = (s.kw * s.c * st - 1) * plane + ((s.kh - 1) // st) * wq
+        else:
+            last = (s.c * st * st - 1) * plane + ((s.kh - 1) // st) * wq + (s.kw - 1) // st
         return -(-(last + self.padded_pixels) // plane)
 
 
@@ -89,7 +106,11 @@ def pixel_layout(s: ConvShape, lanes: int, always: bool = False) -> PixelLayout 
     computed = PixelLayout(s, lanes, 1).pixels
     lay = PixelLayout(s, lanes, choose_vecs(computed, lanes))
     ho, wo = s.out_hw
-    return lay if always or ho * wo >= MIN_USEFUL * lay.padded_pixels else None
+    if always or ho * wo >= MIN_USEFUL * lay.padded_pixels:
+        return lay
+    if (ho * wo) % lanes == 0:  # whole vectors of output pixels: the shifted copies
+        return PixelLayout(s, lanes, max(v for v in (1, 2, 3) if (ho * wo // lanes) % v == 0), shifted=True)
+    return None
 
 
 def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
@@ -129,6 +150,17 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
 
     if lay.direct:
         flat = lambda n, i: X[n, 0, 0, i]  # noqa: E731  flat read across the (contiguous) planes
+    elif lay.shifted:  # plane (kj, c, a): rows y*st + a, columns x*st + kj of the padded input
+        used = s.kw * s.c * st
+        Xs = te.compute(
+            (s.n, lay.planes(), hq, wq),
+            lambda n, pl, y, x: tirx.if_then_else(
+                tirx.all(pl < used, y * st + pl % st >= top, y * st + pl % st < s.h + top,
+                         x * st + pl // (s.c * st) >= left, x * st + pl // (s.c * st) < s.w + left),
+                load(X[n, pl // st % s.c, y * st + pl % st - top, x * st + pl // (s.c * st) - left]),
+                tirx.const(0.0, "float32")),
+            name="jb_pad")
+        flat = lambda n, i: Xs[n, 0, 0, i]  # noqa: E731
     else:
         Xs = te.compute(
             (s.n, -(-lay.planes() // (st * st)), st, st, hq, wq),
@@ -162,13 +194,17 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
     sch.vectorize(pv)
     wb = sch.cache_write(gemm, 0, REGISTER_TILE)
     out = sch.get_sblock("jb_out")
-    if lay.direct and not scattered:
+    if lay.exact and not scattered:
         sch.reverse_compute_inline(out)
     else:
         output_pass(sch, out)
     sch.reverse_compute_at(wb, tile)
     sch.decompose_reduction(gemm, j)
-    if not lay.direct:
+    if lay.shifted:
+        pn, pl, py, px = sch.get_loops(sch.get_sblock("jb_pad"))
+        sch.parallel(sch.fuse(pn, pl))
+        sch.vectorize(px)
+    elif not lay.direct:
         pad = sch.get_sblock("jb_pad")
         loops = sch.get_loops(pad)
         if lay.s.stride == (1, 1):  # zero fill, then a condition-free copy of the interior rows
