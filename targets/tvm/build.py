@@ -44,7 +44,8 @@ def build(mod: tvm.IRModule, target: tvm.target.Target, tune_trials: int = 0, tr
         if target.kind.name == "llvm":  # keeps the kernels' register tiles on the stack (kernels.tile_on_stack)
             config["tirx.disable_storage_rewrite"] = True
         with tvm.transform.PassContext(opt_level=cur.opt_level, required_pass=list(cur.required_pass),
-                                       disabled_pass=list(cur.disabled_pass), config=config):
+                                       disabled_pass=list(cur.disabled_pass), config=config,
+                                       instruments=list(cur.instruments)):
             return tvm.compile(mod, target), info
     except Exception as exc:
         raise TargetError(f"TVM build for {target.kind.name} failed: {str(exc).strip().splitlines()[-1][:300]}") from None
