@@ -40,6 +40,8 @@ from tvm import relax, tirx
 from tvm.ir.instrument import pass_instrument
 from tvm.s_tir import SBlock, SBlockRealize
 
+from targets.tvm.kernels import buffer_bytes
+
 STATS_VERSION = 3
 _ARITH = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Min, tirx.Max, tirx.Mod, tirx.FloorDiv, tirx.FloorMod)
 # math intrinsics that are one operation on a value (pure selects and reinterprets are not counted)
@@ -104,11 +106,6 @@ def capture() -> Iterator[Capture]:
                                     instruments=[*cur.instruments, _Recorder()])
     with ctx:
         yield cap
-
-
-def _bytes(buf: tirx.Buffer) -> int:
-    dt = tvm.runtime.DataType(str(buf.dtype))
-    return math.prod(int(d) for d in buf.shape) * dt.bits * dt.lanes // 8
 
 
 def _is_global(buf: tirx.Buffer) -> bool:
@@ -336,9 +333,9 @@ def _walk(stmt, base: int, loops: int, nest: _Nest | None, nests: list[_Nest], h
             nest.dtypes[k] += v * runs
         for b in c.loads:
             if _is_global(b):
-                nest.reads[b.name] = _bytes(b)
+                nest.reads[b.name] = buffer_bytes(b)
         if _is_global(stmt.buffer):
-            nest.writes[stmt.buffer.name] = _bytes(stmt.buffer)
+            nest.writes[stmt.buffer.name] = buffer_bytes(stmt.buffer)
     elif isinstance(stmt, tirx.IfThenElse):
         _walk(stmt.then_case, base, loops, nest, nests, host, axes)
         if stmt.else_case is not None:

@@ -13,6 +13,7 @@ fused epilogue while writing back.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import tvm
@@ -53,6 +54,12 @@ class ActQuant:
     zero_point: int
     qmax: int
 
+    def levels(self, v):
+        """The float32 expression q - zp of a float32 input expression `v` (the integer the GEMM multiplies)."""
+        zp = tirx.const(float(self.zero_point), "float32")
+        q = tirx.round(v / tirx.const(self.scale, "float32")) + zp
+        return tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(self.qmax), "float32")) - zp
+
 
 def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
                  quant: ActQuant | None = None, cap: float | None = None):
@@ -74,11 +81,7 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
 
     def load(n, c, h, w):
         v = X[n, c, h - top, w - left]
-        if quant is None:
-            return v
-        q = tirx.round(v / tirx.const(quant.scale, "float32")) + tirx.const(float(quant.zero_point), "float32")
-        q = tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(quant.qmax), "float32"))
-        return tirx.Cast(act, q - tirx.const(float(quant.zero_point), "float32"))
+        return v if quant is None else tirx.Cast(act, quant.levels(v))
 
     Xp = te.compute(
         (s.n, s.c, hp, wp),
@@ -153,14 +156,8 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     sch.unroll(ho_i)
     sch.unroll(wo_i)
     sch.vectorize(r)
-    wb = sch.cache_write(gemm, 0, REGISTER_TILE)
-    out = sch.get_sblock("jb_out")
-    if scattered:  # rows gathered through ROWMAP: the epilogue is its own parallel pass
-        output_pass(sch, out)
-    else:  # epilogue fused into the register write-back
-        sch.reverse_compute_inline(out)
-    sch.reverse_compute_at(wb, tile)
-    sch.decompose_reduction(gemm, j)
+    # rows gathered through ROWMAP: the epilogue is its own parallel pass; else fused into the write-back
+    register_tile(sch, gemm, tile, j, fused_output=not scattered)
     pad = sch.get_sblock("jb_pad")
     pn, pc, ph, pw = sch.get_loops(pad)
     sch.parallel(sch.fuse(pn, pc))
@@ -169,6 +166,19 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
 
 
 REGISTER_TILE = "global"  # scope of the per-tile accumulator buffer; see tile_on_stack
+
+
+def register_tile(sch, gemm, tile, j, fused_output: bool) -> None:
+    """The tail both CPU forms share: accumulate `gemm` in a register tile written back under `tile`,
+    with the output stage (jb_out) inlined into that write-back, or else run as its own pass."""
+    wb = sch.cache_write(gemm, 0, REGISTER_TILE)
+    out = sch.get_sblock("jb_out")
+    if fused_output:
+        sch.reverse_compute_inline(out)
+    else:
+        output_pass(sch, out)
+    sch.reverse_compute_at(wb, tile)
+    sch.decompose_reduction(gemm, j)
 _STACK_LIMIT = 16384  # bytes; a register tile is at most 32 x 64
 
 
@@ -195,18 +205,16 @@ def tile_on_stack(func):
             return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, annotate(stmt.body), stmt.thread_binding,
                             stmt.annotations)
         if (isinstance(stmt, tirx.AllocBuffer) and stmt.buffer.name.endswith("_" + REGISTER_TILE)
-                and _nbytes(stmt.buffer) <= _STACK_LIMIT):
+                and buffer_bytes(stmt.buffer) <= _STACK_LIMIT):
             return tirx.AllocBuffer(stmt.buffer, {**stmt.annotations, "disable_lower_builtin": tirx.IntImm("bool", 1)})
         return stmt
 
     return lowered.with_body(annotate(lowered.body))
 
 
-def _nbytes(buf) -> int:
-    n = 1
-    for d in buf.shape:
-        n *= int(d)
-    return n * tvm.DataType(buf.dtype).bits // 8
+def buffer_bytes(buf: tirx.Buffer) -> int:
+    dt = tvm.runtime.DataType(str(buf.dtype))
+    return math.prod(int(d) for d in buf.shape) * dt.bits * dt.lanes // 8
 
 
 def output_pass(sch, out) -> None:

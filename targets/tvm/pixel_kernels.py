@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from targets.tvm.kernels import REGISTER_TILE, ActQuant, ConvShape, fused_epilogue, output_pass, tile_on_stack
+from targets.tvm.kernels import ActQuant, ConvShape, fused_epilogue, register_tile, tile_on_stack
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
     top, left = s.pad[0], s.pad[1]
 
     def load(v):
-        if quant is None:
-            return v
-        q = tirx.round(v / tirx.const(quant.scale, "float32")) + tirx.const(float(quant.zero_point), "float32")
-        q = tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(quant.qmax), "float32"))
-        return q - tirx.const(float(quant.zero_point), "float32")
+        return v if quant is None else quant.levels(v)
 
     if lay.direct:
         flat = lambda n, i: X[n, 0, 0, i]  # noqa: E731  flat read across the (contiguous) planes
@@ -181,7 +177,8 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
 
 def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
     """Parallel over (image, row-block, pixel tile); per kept column, br x vecs vector FMAs in registers.
-    A layer read in place computes no dropped pixels, so its output stage runs on the register write-back."""
+    An exact layout (read in place, or shifted copies in whole tiles) computes no dropped pixel, so its
+    output stage runs on the register write-back."""
     sch = s_tir.Schedule(func)
     gemm = sch.get_sblock("jb_gemm")
     n, b, r, p, j = sch.get_loops(gemm)
@@ -192,14 +189,7 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
     sch.unroll(r)
     sch.unroll(pt)
     sch.vectorize(pv)
-    wb = sch.cache_write(gemm, 0, REGISTER_TILE)
-    out = sch.get_sblock("jb_out")
-    if lay.exact and not scattered:
-        sch.reverse_compute_inline(out)
-    else:
-        output_pass(sch, out)
-    sch.reverse_compute_at(wb, tile)
-    sch.decompose_reduction(gemm, j)
+    register_tile(sch, gemm, tile, j, fused_output=lay.exact and not scattered)
     if lay.shifted:
         pn, pl, py, px = sch.get_loops(sch.get_sblock("jb_pad"))
         sch.parallel(sch.fuse(pn, pl))
