@@ -79,6 +79,7 @@ def test_form_choice_for_small_maps():
     tiny = ConvShape(1, 512, 4, 4, 512, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
     lay = pixel_layout(wide, 16)
     assert lay is not None and lay.vecs == 3 and lay.pixels == 32 * 34
-    assert pixel_layout(tiny, 16).shifted  # 16 useful of 32 padded pixels: one shifted copy per kernel column
+    assert pixel_layout(tiny, 16, shifted=True).shifted  # 16 useful of 32 padded pixels: one shifted copy per kernel column
+    assert pixel_layout(tiny, 16) is None  # shifted copies only where asked for: the channel form
     odd = ConvShape(1, 512, 3, 3, 512, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
-    assert pixel_layout(odd, 16) is None  # 9 pixels: not a whole vector, the channel form
+    assert pixel_layout(odd, 16, shifted=True) is None  # 9 pixels: not a whole vector, the channel form

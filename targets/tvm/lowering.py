@@ -335,10 +335,11 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     # float convs on 16-lane CPUs vectorize over pixels (pixel_kernels.py): full registers for 8-row blocks
     layout = None
     if not gpu and (ch.quant is None or ch.groups > 1) and not ch.linear and dense_br >= 16:
+        # shifted copies on small maps only for narrow row-blocks: 16-row dense blocks already fill the
+        # channel form's vectors there
         layout = pixel_layout(ConvShape(n, cin * ch.groups, h, w, cout, kh, kw, stride, pad, 1, 1), dense_br,
-                              always=ch.groups > 1)
-        if layout is not None and layout.shifted and not (scheme == "block" and (block_rows or dense_br) < dense_br):
-            layout = None  # small maps: 16-row dense blocks already fill the channel form's vectors
+                              always=ch.groups > 1,
+                              shifted=scheme == "block" and (block_rows or dense_br) < dense_br)
     by_pixels = layout is not None
     if ch.groups > 1:
         plan = plan_grouped(gemm_w, ch.groups)

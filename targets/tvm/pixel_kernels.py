@@ -101,14 +101,15 @@ class PixelLayout:
 MIN_USEFUL = 0.6  # below this share of useful pixels (4x4 maps: 16 of 32) the channel form is faster
 
 
-def pixel_layout(s: ConvShape, lanes: int, always: bool = False) -> PixelLayout | None:
-    """The pixel form for this layer, or None where it would mostly compute dropped pixels (unless `always`)."""
+def pixel_layout(s: ConvShape, lanes: int, always: bool = False, shifted: bool = False) -> PixelLayout | None:
+    """The pixel form for this layer, or None where it would mostly compute dropped pixels (unless `always`).
+    With `shifted`, such a layer takes shifted copies instead where its pixels are whole vectors."""
     computed = PixelLayout(s, lanes, 1).pixels
     lay = PixelLayout(s, lanes, choose_vecs(computed, lanes))
     ho, wo = s.out_hw
     if always or ho * wo >= MIN_USEFUL * lay.padded_pixels:
         return lay
-    if (ho * wo) % lanes == 0:  # whole vectors of output pixels: the shifted copies
+    if shifted and (ho * wo) % lanes == 0:  # whole vectors of output pixels: the shifted copies
         return PixelLayout(s, lanes, max(v for v in (1, 2, 3) if (ho * wo // lanes) % v == 0), shifted=True)
     return None
 

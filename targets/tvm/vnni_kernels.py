@@ -192,7 +192,7 @@ def plan_pixels(s: ConvShape, rows: int = 8) -> VNNIPixelPlan | None:
         if plan.exact:
             return plan
     lay = pixel_layout(gs, 16)
-    return None if lay is None or lay.shifted else VNNIPixelPlan(s, rows, lay.vecs)  # no shifted VNNI form
+    return None if lay is None else VNNIPixelPlan(s, rows, lay.vecs)
 
 
 def _clamp(v, lo: float, hi: float, lanes: int):
