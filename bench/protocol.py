@@ -95,7 +95,7 @@ def run_protocol(ex: Executor, x: np.ndarray, reference: np.ndarray, precision: 
         m.start()
     try:
         if meters:
-            # a device-side sampler's first reading lands a little after start(): let every meter settle
+            # a few periods for background samplers to settle (the Android one waits for its first reading)
             time.sleep(3 * max(m.period_s for m in meters))
             _event(meters, on_event, "idle_start")
             t0 = time.monotonic()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 import types
 
@@ -167,6 +170,38 @@ def test_android_sampler_runs_on_a_device_tree_over_a_shell(tmp_path):
     assert len(tr.t) >= 5 and np.allclose(tr.watts, 2.0)
     assert abs(np.median(tr.t) - t_host_mid) < 0.15  # device clock mapped onto the harness clock
     assert not list(tmp_path.glob("jb-power-*"))  # cleaned up on the device
+
+
+class _LoadedDevice(LocalShell):
+    """A busy phone: the background sampler starts late and stalls just as the timed window ends."""
+
+    def spawn(self, cmd: str) -> None:
+        super().spawn(f"sleep 0.5; {cmd}")
+
+    def stall(self, seconds: float) -> None:
+        pgid = self._procs[-1].pid
+        os.killpg(pgid, signal.SIGSTOP)
+        threading.Timer(seconds, os.killpg, (pgid, signal.SIGCONT)).start()
+
+
+def test_android_trace_covers_the_window_on_a_loaded_device(tmp_path):
+    bat = tmp_path / "sys/class/power_supply/battery"
+    bat.mkdir(parents=True)
+    for name, value in {"current_now": "-500000", "voltage_now": "4000000", "status": "Discharging"}.items():
+        (bat / name).write_text(value + "\n")
+    shell = _LoadedDevice()
+    try:
+        m = AndroidBatteryMeter(shell, root=str(tmp_path), period_s=0.02, workdir=str(tmp_path))
+        m.start()  # returns only once the late sampler has its first reading
+        t_open = time.monotonic()
+        time.sleep(0.2)
+        t_end = time.monotonic()
+        shell.stall(0.6)  # no reading for 30 periods after the window's end
+        tr = m.stop()
+    finally:
+        shell.close()
+    assert tr.t[0] <= t_open and tr.t[-1] >= t_end
+    assert tr.energy(t_open, t_end) == pytest.approx(2.0 * (t_end - t_open))
 
 
 def test_external_csv_aligned_by_markers(tmp_path):

@@ -111,8 +111,31 @@ class AndroidBatteryMeter(Meter):
         self._out, self._stopfile = f"{self.workdir}/jb-power-{tag}.txt", f"{self.workdir}/jb-power-{tag}.stop"
         self._offset = self._clock_offset()
         self.shell.spawn(SAMPLER.format(supply=self.supply, stop=self._stopfile, out=self._out, period=self.period_s))
+        # the sampler is a background shell that a loaded device may start late: the idle window
+        # must not open before its first reading is in
+        self._wait_until(0.0, "start")
+
+    def _last_sample_s(self) -> float | None:
+        """Host-clock time of the sampler's newest complete reading, or None before the first."""
+        text = self._sh(f"tail -n 2 {self._out} 2>/dev/null || true")
+        if not text.endswith("\n"):  # the loop is writing a line right now: drop the partial one
+            text = text[: text.rfind("\n") + 1]
+        done = parse_sampler_output(text)
+        return done[-1].t_ns * 1e-9 - self._offset if done else None
+
+    def _wait_until(self, t_host: float, phase: str) -> None:
+        timeout = max(5.0, 50 * self.period_s)
+        deadline = time.monotonic() + timeout
+        while (last := self._last_sample_s()) is None or last < t_host:
+            if time.monotonic() > deadline:
+                raise MeterError(f"android-battery: the device sampler wrote no reading within {timeout:.0f} s "
+                                 f"of {phase}; is {self.supply} readable and the device responsive?")
+            time.sleep(self.period_s / 2)
 
     def stop(self) -> PowerTrace:
+        # the trace must reach the end of the timed window: wait for a reading taken after it
+        # (under load the loop's sleep can leave a gap longer than the usual sample spacing)
+        self._wait_until(time.monotonic(), "the window's end")
         self._sh(f"touch {self._stopfile}")
         time.sleep(self.period_s * 2 + 0.05)  # let the loop see the stop file and flush
         local = tempfile.mktemp(suffix=".txt")
