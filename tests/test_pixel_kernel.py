@@ -83,3 +83,13 @@ def test_form_choice_for_small_maps():
     assert pixel_layout(tiny, 16) is None  # shifted copies only where asked for: the channel form
     odd = ConvShape(1, 512, 3, 3, 512, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
     assert pixel_layout(odd, 16, shifted=True) is None  # 9 pixels: not a whole vector, the channel form
+
+
+def test_stages_run_in_one_thread_pool_launch():
+    # stride 2: pad copy, GEMM and output pass; one launch with a barrier after each of the first two
+    shape = ConvShape(1, 8, 11, 11, 16, 3, 3, (2, 2), (1,) * 4, 8, 36, shared_cols=False)
+    lay = pixel_layout(shape, 16)
+    func = schedule_conv_pixels(conv_compute_pixels(lay, True, True, True), lay)
+    ir = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm").inspect_source("ll")
+    assert ir.count("load ptr, ptr @__TVMBackendParallelLaunch,") == 1
+    assert ir.count("load ptr, ptr @__TVMBackendParallelBarrier,") == 2

@@ -162,7 +162,7 @@ def schedule_conv(func, s: ConvShape, scattered: bool, pixels: int = 16):
     pn, pc, ph, pw = sch.get_loops(pad)
     sch.parallel(sch.fuse(pn, pc))
     sch.vectorize(pw)
-    return tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True))
+    return one_parallel_region(tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True)))
 
 
 REGISTER_TILE = "global"  # scope of the per-tile accumulator buffer; see tile_on_stack
@@ -210,6 +210,23 @@ def tile_on_stack(func):
         return stmt
 
     return lowered.with_body(annotate(lowered.body))
+
+
+def one_parallel_region(func):
+    """Run a block-free kernel's parallel stages (pad copy, GEMM, output pass) in one launch of the
+    thread pool, with a barrier between stages, instead of one launch each: the workers stay in the
+    region rather than going back to the pool's yield loop between stages (a few % on a sparse layer).
+    Applies only where the body is buffer declarations followed by parallel loops, nothing else."""
+    body = func.body
+    seq = list(body.seq) if isinstance(body, tirx.SeqStmt) else [body]
+    n_alloc = next((i for i, st in enumerate(seq) if not isinstance(st, (tirx.AllocBuffer, tirx.DeclBuffer))), len(seq))
+    stages = seq[n_alloc:]
+    if len(stages) < 2 or not all(isinstance(st, tirx.For) and st.kind == tirx.ForKind.PARALLEL for st in stages):
+        return func
+    one = tirx.IntImm("int32", 1)
+    staged = [tirx.AttrStmt(one, "pragma_parallel_barrier_when_finish", one, st) for st in stages[:-1]] + stages[-1:]
+    region = tirx.AttrStmt(one, "pragma_parallel_launch_point", one, tirx.SeqStmt(staged))
+    return func.with_body(tirx.SeqStmt([*seq[:n_alloc], region]))
 
 
 def buffer_bytes(buf: tirx.Buffer) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from targets.tvm.kernels import ActQuant, ConvShape
+from targets.tvm.kernels import ActQuant, ConvShape, one_parallel_region
 from targets.tvm.pixel_kernels import PixelLayout, pixel_layout
 
 
@@ -138,7 +138,7 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
                         else:
                             out[n, co, y0 + ty, x0 + tx] = _clamp(v, lo, hi, 1)
 
-    return main
+    return one_parallel_region(main)
 
 
 @dataclass(frozen=True)
@@ -282,4 +282,4 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
                     else:
                         outf[(nco * HO + ho) * WO + wo] = _clamp(val, lo, hi, 1)
 
-    return main
+    return one_parallel_region(main)
