@@ -93,3 +93,21 @@ def test_stages_run_in_one_thread_pool_launch():
     ir = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm").inspect_source("ll")
     assert ir.count("load ptr, ptr @__TVMBackendParallelLaunch,") == 1
     assert ir.count("load ptr, ptr @__TVMBackendParallelBarrier,") == 2
+
+
+def test_activation_quantization_keeps_zero_at_the_border():
+    # the pad stage quantizes border and interior alike, which is exact only because levels(0) == 0
+    from tvm import te
+
+    from targets.tvm.kernels import ActQuant
+
+    with pytest.raises(ValueError, match="zero point 300 outside the quantized range"):
+        ActQuant(0.1, 300, 255)
+    for q in (ActQuant(0.1, 0, 255), ActQuant(0.1, 255, 255), ActQuant(0.02, 3, 15)):
+        x = te.placeholder((4,), "float32", name="x")
+        y = te.compute((4,), lambda i, q=q, x=x: q.levels(x[i]), name="y")
+        lib = tvm.tirx.build(tvm.IRModule({"main": te.create_prim_func([x, y])}), "llvm")
+        out = tvm.runtime.tensor(np.zeros(4, np.float32))
+        lib["main"](tvm.runtime.tensor(np.array([0.0, -0.0, 0.26, -1.0], np.float32)), out)
+        ref = np.clip(np.round(np.array([0.0, -0.0, 0.26, -1.0]) / q.scale) + q.zero_point, 0, q.qmax) - q.zero_point
+        assert out.numpy()[0] == out.numpy()[1] == 0.0 and np.array_equal(out.numpy(), ref.astype(np.float32))

@@ -142,7 +142,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
     inputs = [X, W, OFF]
     top, left = s.pad[0], s.pad[1]
 
-    def load(v):
+    def load(v):  # quantized after the border select, which then guards only the load (see ActQuant.levels)
         return v if quant is None else quant.levels(v)
 
     if lay.direct:
@@ -151,19 +151,19 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
         used = s.kw * s.c * st
         Xs = te.compute(
             (s.n, lay.planes(), hq, wq),
-            lambda n, pl, y, x: tirx.if_then_else(
+            lambda n, pl, y, x: load(tirx.if_then_else(
                 tirx.all(pl < used, y * st + pl % st >= top, y * st + pl % st < s.h + top,
                          x * st + pl // (s.c * st) >= left, x * st + pl // (s.c * st) < s.w + left),
-                load(X[n, pl // st % s.c, y * st + pl % st - top, x * st + pl // (s.c * st) - left]),
-                tirx.const(0.0, "float32")),
+                X[n, pl // st % s.c, y * st + pl % st - top, x * st + pl // (s.c * st) - left],
+                tirx.const(0.0, "float32"))),
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, i]  # noqa: E731
     else:
         Xs = te.compute(
             (s.n, -(-lay.planes() // (st * st)), st, st, hq, wq),
-            lambda n, c, a, b, y, x: tirx.if_then_else(
+            lambda n, c, a, b, y, x: load(tirx.if_then_else(
                 tirx.all(c < s.c, y * st + a >= top, y * st + a < s.h + top, x * st + b >= left, x * st + b < s.w + left),
-                load(X[n, c, y * st + a - top, x * st + b - left]), tirx.const(0.0, "float32")),
+                X[n, c, y * st + a - top, x * st + b - left], tirx.const(0.0, "float32"))),
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, 0, 0, i]  # noqa: E731
     j = te.reduce_axis((0, s.kmax), name="j")
