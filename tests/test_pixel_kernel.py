@@ -103,9 +103,12 @@ def test_activation_quantization_keeps_zero_at_the_border():
 
     with pytest.raises(ValueError, match="zero point 300 outside the quantized range"):
         ActQuant(0.1, 300, 255)
-    for q in (ActQuant(0.1, 0, 255), ActQuant(0.1, 255, 255), ActQuant(0.02, 3, 15)):
+    def levels(q):
         x = te.placeholder((4,), "float32", name="x")
-        y = te.compute((4,), lambda i, q=q, x=x: q.levels(x[i]), name="y")
+        return x, te.compute((4,), lambda i: q.levels(x[i]), name="y")
+
+    for q in (ActQuant(0.1, 0, 255), ActQuant(0.1, 255, 255), ActQuant(0.02, 3, 15)):
+        x, y = levels(q)
         lib = tvm.tirx.build(tvm.IRModule({"main": te.create_prim_func([x, y])}), "llvm")
         out = tvm.runtime.tensor(np.zeros(4, np.float32))
         lib["main"](tvm.runtime.tensor(np.array([0.0, -0.0, 0.26, -1.0], np.float32)), out)
