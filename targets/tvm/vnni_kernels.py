@@ -195,6 +195,21 @@ def plan_pixels(s: ConvShape, rows: int = 8) -> VNNIPixelPlan | None:
     return None if lay is None else VNNIPixelPlan(s, rows, lay.vecs)
 
 
+def _packed_levels(x, n, c0, y, col, C: int, W: int, inv: float, zp: float, qmax: float):
+    """Channels c0..c0+3 of input row y at column `col` (any expression, a vector lane in use) quantized
+    and packed into one int32, channel c0 in the low byte; the zero point where the column is padding
+    or a channel lies past C. The loads are clamped into the tensor, so every lane may load."""
+    inside = tirx.all(col >= 0, col < W)
+    word = tirx.const(0, "int32")
+    for k in range(4):
+        v = x[n, tirx.min(c0 + k, C - 1), y, tirx.max(tirx.min(col, W - 1), 0)]
+        q = tirx.min(tirx.max(tirx.round(v * tirx.const(inv, "float32")) + tirx.const(zp, "float32"),
+                              tirx.const(0.0, "float32")), tirx.const(qmax, "float32"))
+        q = tirx.Select(tirx.all(inside, c0 + k < C), q, tirx.const(zp, "float32"))
+        word = word | (tirx.Cast("int32", q) << (8 * k))
+    return word
+
+
 def _clamp(v, lo: float, hi: float, lanes: int):
     """max(lo, min(v, hi)) over `lanes` float32 lanes (a bound beyond +-3e38 is no bound)."""
     if lo > -3.0e38:
@@ -232,19 +247,18 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
         outf = T.decl_buffer((N * COUT * HO * WO,), "float32", data=out.data)
         resf = T.decl_buffer((RSIZE,), "float32", data=res.data)
         xq = T.alloc_buffer((N * PLANES * PLANE * 4,), "uint8")
+        xq32 = T.decl_buffer((N * PLANES * PLANE,), "int32", data=xq.data)
         ys = T.alloc_buffer((N * NB * R * PADDED if not EXACT else 1,), "float32")
         for i in T.parallel(N * PLANES):  # the zero point everywhere, then the interior in its phase planes
             for j in range(PLANE * 4):
                 xq[i * PLANE * 4 + j] = T.uint8(zp)
         for nc in T.parallel(N * CG):
-            for y, xx in T.grid(H, W):
-                for k in T.unroll(4):
-                    if nc % CG * 4 + k < C:
-                        v: T.let = x[nc // CG, nc % CG * 4 + k, y, xx]
-                        q: T.let = T.min(T.max(T.round(v * T.float32(inv)) + T.float32(zp), T.float32(0)), T.float32(qmax))
-                        pl: T.let = (nc % CG * ST + (y + TOP) % ST) * ST + (xx + LEFT) % ST
-                        pos: T.let = (y + TOP) // ST * WQ + (xx + LEFT) // ST
-                        xq[((nc // CG * PLANES + pl) * PLANE + pos) * 4 + k] = T.Cast("uint8", q)
+            # a whole row of one phase plane per vector: its 4 channels packed into one int32 per pixel
+            for y, b in T.grid(H, ST):
+                for xx in T.vectorized(WQ):
+                    pl: T.let = (nc % CG * ST + (y + TOP) % ST) * ST + b
+                    xq32[(nc // CG * PLANES + pl) * PLANE + (y + TOP) // ST * WQ + xx] = _packed_levels(
+                        x, nc // CG, nc % CG * 4, y, xx * ST + b - LEFT, C, W, inv, zp, qmax)
         for t in T.parallel(N * NB * NT):
             acc = T.alloc_buffer((R * V * 16,), "int32", annotations={"disable_lower_builtin": True})
             n: T.let = t // (NB * NT)
