@@ -58,14 +58,19 @@ class ActQuant:
         if not 0 <= self.zero_point <= self.qmax:
             raise ValueError(f"zero point {self.zero_point} outside the quantized range [0, {self.qmax}]")
 
+    def codes(self, v, reciprocal: bool = False):
+        """The float32 expression q of a float32 input expression `v`. With `reciprocal`, v is scaled by
+        one multiply with 1/scale (the VNNI kernels' form) instead of a divide."""
+        scaled = v * tirx.const(1.0 / self.scale, "float32") if reciprocal else v / tirx.const(self.scale, "float32")
+        q = tirx.round(scaled) + tirx.const(float(self.zero_point), "float32")
+        return tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(self.qmax), "float32"))
+
     def levels(self, v):
         """The float32 expression q - zp of a float32 input expression `v` (the integer the GEMM multiplies).
         levels(0) is exactly 0 (the zero point lies in [0, qmax]), so a padded input may be quantized
         border and all: the border select then guards only the load and the loop vectorizes (guarding
         the whole quantization kept a stride-2 depthwise pad stage scalar, 3x slower)."""
-        zp = tirx.const(float(self.zero_point), "float32")
-        q = tirx.round(v / tirx.const(self.scale, "float32")) + zp
-        return tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(self.qmax), "float32")) - zp
+        return self.codes(v) - tirx.const(float(self.zero_point), "float32")
 
 
 def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
@@ -186,6 +191,8 @@ def register_tile(sch, gemm, tile, j, fused_output: bool) -> None:
         output_pass(sch, out)
     sch.reverse_compute_at(wb, tile)
     sch.decompose_reduction(gemm, j)
+
+
 _STACK_LIMIT = 16384  # bytes; a register tile is at most 32 x 64
 
 

@@ -90,7 +90,7 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
     TH, TW = p.tile
     NTH, NTW = HO // TH, WO // TW
     PX = TH * TW
-    inv, zp, qmax = 1.0 / quant.scale, float(quant.zero_point), float(quant.qmax)
+    zp = float(quant.zero_point)
     lo = 0.0 if relu else -3.0e38
     hi = cap if (relu and cap is not None) else 3.0e38
     RES = residual
@@ -110,7 +110,7 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
                 for k in T.unroll(4):  # four planes interleaved into one contiguous run: LLVM vectorizes the xx loop
                     if (nc % CG) * 4 + k < C:
                         v: T.let = x[nc // CG, (nc % CG) * 4 + k, y, xx]
-                        q: T.let = T.min(T.max(T.round(v * T.float32(inv)) + T.float32(zp), T.float32(0)), T.float32(qmax))
+                        q: T.let = quant.codes(v, reciprocal=True)
                         xq[((nc * HP + y + TOP) * WP + xx + LEFT) * 4 + k] = T.Cast("uint8", q)
         for t in T.parallel(N * NB * NTH * NTW):
             acc = T.alloc_buffer((PX * 16,), "int32", scope="local")
@@ -195,7 +195,7 @@ def plan_pixels(s: ConvShape, rows: int = 8) -> VNNIPixelPlan | None:
     return None if lay is None else VNNIPixelPlan(s, rows, lay.vecs)
 
 
-def _packed_levels(x, n, c0, y, col, C: int, W: int, inv: float, zp: float, qmax: float):
+def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant):
     """Channels c0..c0+3 of input row y at column `col` (any expression, a vector lane in use) quantized
     and packed into one int32, channel c0 in the low byte; the zero point where the column is padding
     or a channel lies past C. The loads are clamped into the tensor, so every lane may load."""
@@ -203,9 +203,8 @@ def _packed_levels(x, n, c0, y, col, C: int, W: int, inv: float, zp: float, qmax
     word = tirx.const(0, "int32")
     for k in range(4):
         v = x[n, tirx.min(c0 + k, C - 1), y, tirx.max(tirx.min(col, W - 1), 0)]
-        q = tirx.min(tirx.max(tirx.round(v * tirx.const(inv, "float32")) + tirx.const(zp, "float32"),
-                              tirx.const(0.0, "float32")), tirx.const(qmax, "float32"))
-        q = tirx.Select(tirx.all(inside, c0 + k < C), q, tirx.const(zp, "float32"))
+        q = tirx.Select(tirx.all(inside, c0 + k < C), quant.codes(v, reciprocal=True),
+                        tirx.const(float(quant.zero_point), "float32"))
         word = word | (tirx.Cast("int32", q) << (8 * k))
     return word
 
@@ -231,7 +230,7 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
     NT = PADDED // TILE
     TOP, LEFT = s.pad[0], s.pad[1]
     HO, WO = s.out_hw
-    inv, zp, qmax = 1.0 / quant.scale, float(quant.zero_point), float(quant.qmax)
+    zp = float(quant.zero_point)
     lo = 0.0 if relu else -3.0e38
     hi = cap if (relu and cap is not None) else 3.0e38
     RES, EXACT = residual, p.exact
@@ -257,8 +256,8 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
             for y, b in T.grid(H, ST):
                 for xx in T.vectorized(WQ):
                     pl: T.let = (nc % CG * ST + (y + TOP) % ST) * ST + b
-                    xq32[(nc // CG * PLANES + pl) * PLANE + (y + TOP) // ST * WQ + xx] = _packed_levels(
-                        x, nc // CG, nc % CG * 4, y, xx * ST + b - LEFT, C, W, inv, zp, qmax)
+                    xq32[(nc // CG * PLANES + pl) * PLANE + (y + TOP) // ST * WQ + xx] = _packed_codes(
+                        x, nc // CG, nc % CG * 4, y, xx * ST + b - LEFT, C, W, quant)
         for t in T.parallel(N * NB * NT):
             acc = T.alloc_buffer((R * V * 16,), "int32", annotations={"disable_lower_builtin": True})
             n: T.let = t // (NB * NT)
