@@ -178,10 +178,12 @@ class _LoadedDevice(LocalShell):
     def spawn(self, cmd: str) -> None:
         super().spawn(f"sleep 0.5; {cmd}")
 
-    def stall(self, seconds: float) -> None:
+    def stall(self, seconds: float) -> threading.Timer:
         pgid = self._procs[-1].pid
         os.killpg(pgid, signal.SIGSTOP)
-        threading.Timer(seconds, os.killpg, (pgid, signal.SIGCONT)).start()
+        resume = threading.Timer(seconds, os.killpg, (pgid, signal.SIGCONT))
+        resume.start()
+        return resume
 
 
 def test_android_trace_covers_the_window_on_a_loaded_device(tmp_path):
@@ -202,6 +204,31 @@ def test_android_trace_covers_the_window_on_a_loaded_device(tmp_path):
         shell.close()
     assert tr.t[0] <= t_open and tr.t[-1] >= t_end
     assert tr.energy(t_open, t_end) == pytest.approx(2.0 * (t_end - t_open))
+
+
+def test_android_sampler_that_never_resumes_leaves_the_window_uncovered_not_the_cell_failed(tmp_path):
+    bat = tmp_path / "sys/class/power_supply/battery"
+    bat.mkdir(parents=True)
+    for name, value in {"current_now": "-500000", "voltage_now": "4000000", "status": "Discharging"}.items():
+        (bat / name).write_text(value + "\n")
+    shell, resume = _LoadedDevice(), None
+    try:
+        m = AndroidBatteryMeter(shell, root=str(tmp_path), period_s=0.02, workdir=str(tmp_path))
+        m.start()
+        t_open = time.monotonic()
+        time.sleep(0.1)
+        resume = shell.stall(60.0)  # hung for the rest of the test
+        time.sleep(0.1)
+        t_end = time.monotonic()
+        tr = m.stop()  # gives up waiting after max(5 s, 50 periods) and returns what it has
+    finally:
+        if resume is not None:
+            resume.cancel()
+            os.killpg(shell._procs[-1].pid, signal.SIGCONT)  # so that close() can stop it
+        shell.close()
+    assert t_open < tr.t[-1] < t_end
+    with pytest.raises(ValueError, match="does not cover window"):  # the protocol's "energy unavailable"
+        energy_per_inference(tr, Window(t_open - 0.01, t_open), [Window(t_open, t_end, 10)])
 
 
 def test_external_csv_aligned_by_markers(tmp_path):

@@ -113,7 +113,9 @@ class AndroidBatteryMeter(Meter):
         self.shell.spawn(SAMPLER.format(supply=self.supply, stop=self._stopfile, out=self._out, period=self.period_s))
         # the sampler is a background shell that a loaded device may start late: the idle window
         # must not open before its first reading is in
-        self._wait_until(0.0, "start")
+        if not self._wait_until(0.0):
+            raise MeterError(f"android-battery: the device sampler wrote no reading within {self._wait_s:.0f} s "
+                             f"of starting; is {self.supply} readable and the device responsive?")
 
     def _last_sample_s(self) -> float | None:
         """Host-clock time of the sampler's newest complete reading, or None before the first."""
@@ -123,19 +125,24 @@ class AndroidBatteryMeter(Meter):
         done = parse_sampler_output(text)
         return done[-1].t_ns * 1e-9 - self._offset if done else None
 
-    def _wait_until(self, t_host: float, phase: str) -> None:
-        timeout = max(5.0, 50 * self.period_s)
-        deadline = time.monotonic() + timeout
+    @property
+    def _wait_s(self) -> float:
+        return max(5.0, 50 * self.period_s)
+
+    def _wait_until(self, t_host: float) -> bool:
+        """Wait (bounded) for a reading taken at or after host time `t_host`; False if none came."""
+        deadline = time.monotonic() + self._wait_s
         while (last := self._last_sample_s()) is None or last < t_host:
             if time.monotonic() > deadline:
-                raise MeterError(f"android-battery: the device sampler wrote no reading within {timeout:.0f} s "
-                                 f"of {phase}; is {self.supply} readable and the device responsive?")
+                return False
             time.sleep(self.period_s / 2)
+        return True
 
     def stop(self) -> PowerTrace:
         # the trace must reach the end of the timed window: wait for a reading taken after it
-        # (under load the loop's sleep can leave a gap longer than the usual sample spacing)
-        self._wait_until(time.monotonic(), "the window's end")
+        # (under load the loop's sleep can leave a gap longer than the usual sample spacing). If none
+        # comes, stop anyway: the energy then reports the window uncovered and the latency is kept
+        self._wait_until(time.monotonic())
         self._sh(f"touch {self._stopfile}")
         time.sleep(self.period_s * 2 + 0.05)  # let the loop see the stop file and flush
         local = tempfile.mktemp(suffix=".txt")
