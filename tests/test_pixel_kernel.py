@@ -6,7 +6,14 @@ import pytest
 import tvm
 
 from targets.tvm.kernels import ConvShape
-from targets.tvm.pixel_kernels import PixelLayout, choose_vecs, conv_compute_pixels, pixel_layout, schedule_conv_pixels
+from targets.tvm.pixel_kernels import (
+    PixelLayout,
+    choose_vecs,
+    conv_compute_pixels,
+    fit_vecs,
+    pixel_layout,
+    schedule_conv_pixels,
+)
 
 
 def _reference(x, wd, bias, res, k, stride, pad):
@@ -83,6 +90,17 @@ def test_form_choice_for_small_maps():
     assert pixel_layout(tiny, 16) is None  # shifted copies only where asked for: the channel form
     odd = ConvShape(1, 512, 3, 3, 512, 3, 3, (1, 1), (1, 1, 1, 1), 1, 1)
     assert pixel_layout(odd, 16, shifted=True) is None  # 9 pixels: not a whole vector, the channel form
+
+
+def test_1x1_layers_read_in_place_in_whole_tiles():
+    # 1024 pixels are 64 vectors: 3 per tile would need a pad copy and a separate output pass
+    for hw in (32, 16, 8):
+        lay = pixel_layout(ConvShape(1, 64, hw, hw, 256, 1, 1, (1, 1), (0,) * 4, 1, 1), 16)
+        assert lay.direct and lay.exact and lay.vecs == 2
+    assert fit_vecs(lay, most=6).vecs == 4
+    assert not fit_vecs(lay, quant=True).direct  # a quantized layer quantizes in its pad copy
+    s2 = pixel_layout(ConvShape(1, 64, 32, 32, 256, 1, 1, (2, 2), (0,) * 4, 1, 1), 16)
+    assert not s2.in_place
 
 
 def test_stages_run_in_one_thread_pool_launch():

@@ -30,12 +30,12 @@ from targets.tvm.kernels import (
     schedule_conv_gpu,
     unpack_compute,
 )
-from targets.tvm.pixel_kernels import choose_vecs, conv_compute_pixels, pixel_layout, schedule_conv_pixels
+from targets.tvm.pixel_kernels import conv_compute_pixels, fit_vecs, pixel_layout, schedule_conv_pixels
 from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv_pixels
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 17  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 18  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -356,7 +356,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         return _emit_vnni(mut, ch, x, ConvShape(n, cin, h, w, cout, kh, kw, stride, pad, 16, kmax, True),
                           gemm_w, outscale, report)
     if by_pixels:
-        layout = replace(layout, s=shape, vecs=choose_vecs(layout.pixels, dense_br, max(3, min(6, 24 // plan.br))))
+        layout = fit_vecs(replace(layout, s=shape), max(3, min(6, 24 // plan.br)), quant=ch.quant is not None)
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
                                    full_cout=cout if scattered else None, cap=ch.cap, quant=ch.quant)
         func = schedule_conv_pixels(func, layout, scattered)

@@ -25,7 +25,7 @@ and the weights are integer levels, so the fp32 arithmetic is exact and only the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tvm import s_tir, te, tirx
 
@@ -42,6 +42,8 @@ class PixelLayout:
     # one copy of the input per kernel column kj, shifted by kj and as wide as the output: no pixel
     # is dropped (small maps, where the padded width would waste most lanes: 4x4 computes 16, not 24)
     shifted: bool = False
+    # through the pad copy even where the input could be read in place (a quantized layer quantizes there)
+    copied: bool = False
 
     @property
     def phases(self) -> tuple[int, int, int, int]:
@@ -52,10 +54,14 @@ class PixelLayout:
         return st, hq, wq, hq * wq
 
     @property
+    def in_place(self) -> bool:
+        """1x1, stride 1, no padding: the input itself is the flat layout (given whole tiles)."""
+        return not (self.shifted or self.copied) and self.s.kh == self.s.kw == 1 and self.s.stride == (1, 1) and not any(self.s.pad)
+
+    @property
     def direct(self) -> bool:
-        """1x1, stride 1, no padding, whole tiles: the input itself is the flat layout."""
-        return (not self.shifted and self.s.kh == self.s.kw == 1 and self.s.stride == (1, 1) and not any(self.s.pad)
-                and self.pixels % self.tile == 0)
+        """Read in place, in whole tiles: no pad copy and the output stage on the write-back."""
+        return self.in_place and self.pixels % self.tile == 0
 
     @property
     def exact(self) -> bool:
@@ -104,8 +110,7 @@ MIN_USEFUL = 0.6  # below this share of useful pixels (4x4 maps: 16 of 32) the c
 def pixel_layout(s: ConvShape, lanes: int, always: bool = False, shifted: bool = False) -> PixelLayout | None:
     """The pixel form for this layer, or None where it would mostly compute dropped pixels (unless `always`).
     With `shifted`, such a layer takes shifted copies instead where its pixels are whole vectors."""
-    computed = PixelLayout(s, lanes, 1).pixels
-    lay = PixelLayout(s, lanes, choose_vecs(computed, lanes))
+    lay = fit_vecs(PixelLayout(s, lanes, 1))
     ho, wo = s.out_hw
     if always or ho * wo >= MIN_USEFUL * lay.padded_pixels:
         return lay
@@ -124,6 +129,19 @@ def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
     return 1
 
 
+def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False) -> PixelLayout:
+    """The layout with its vectors per tile: where the input can be read in place, the most that make whole
+    tiles (a 1x1 layer at 32x32 with 3 vectors would pay a pad copy and a separate output pass, 1.6-2.8x
+    its GEMM); else `choose_vecs`. A quantized layer always takes the pad copy."""
+    if quant:
+        lay = replace(lay, copied=True)
+    if lay.in_place:
+        whole = [v for v in range(most, 0, -1) if lay.pixels % (lay.lanes * v) == 0]
+        if whole:
+            return replace(lay, vecs=whole[0])
+    return replace(lay, vecs=choose_vecs(lay.pixels, lay.lanes, most))
+
+
 def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
                         cap: float | None = None, quant: ActQuant | None = None):
     """TE definition (float32). Arguments: x, w [nb, kmax, br], off [1 or nb, kmax], then as kernels.py.
@@ -131,7 +149,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
     With `quant` (a padded layout only), the pad stage quantizes the input to (q - zp) and w holds
     integer weight levels: every product and sum is an integer below 2^24, exact in fp32, and the
     output stage requantizes with the per-channel scale (an `outscale` argument before bias)."""
-    assert quant is None or not lay.direct, "a quantized layer needs the padded copy"
+    assert quant is None or lay.copied, "a quantized layer needs the pad copy (fit_vecs(quant=True))"
     s = lay.s
     ho_n, wo_n = s.out_hw
     st, hq, wq, _ = lay.phases
