@@ -113,6 +113,20 @@ def test_stages_run_in_one_thread_pool_launch():
     assert ir.count("load ptr, ptr @__TVMBackendParallelBarrier,") == 2
 
 
+def test_column_loop_prefetches_the_lines_of_a_later_column():
+    from targets.tvm.prefetch import prefetch_columns
+
+    shape = ConvShape(1, 16, 8, 8, 16, 3, 3, (1, 1), (1,) * 4, 8, 36, shared_cols=False)
+    lay = pixel_layout(shape, 16)
+    scheduled = schedule_conv_pixels(conv_compute_pixels(lay, True, False, True), lay)
+    assert "prefetch" in scheduled.script()
+    # one prefetch per line the tile's vectors span, plus its last element (the start need not be aligned)
+    text = tvm.tirx.build(tvm.IRModule({"main": scheduled}), "llvm").inspect_source("ll")
+    assert text.count("call void @llvm.prefetch") == lay.vecs + 1
+    _, found = prefetch_columns(scheduled, "no_such_buffer", lay.tile)
+    assert found == 0
+
+
 def test_activation_quantization_keeps_zero_at_the_border():
     # the pad stage quantizes border and interior alike, which is exact only because levels(0) == 0
     from tvm import te

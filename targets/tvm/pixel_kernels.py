@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from tvm import s_tir, te, tirx
 
 from targets.tvm.kernels import ActQuant, ConvShape, fused_epilogue, one_parallel_region, register_tile, tile_on_stack
+from targets.tvm.prefetch import prefetch_columns
 
 
 @dataclass(frozen=True)
@@ -219,4 +220,6 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
         loops = sch.get_loops(sch.get_sblock("jb_pad"))
         sch.parallel(sch.fuse(*loops[:4]))
         sch.vectorize(loops[-1])
-    return one_parallel_region(tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True)))
+    func = tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True))
+    func, _ = prefetch_columns(func, "x" if lay.direct else "jb_pad", lay.tile)
+    return one_parallel_region(func)
