@@ -25,18 +25,21 @@ def _reference(x, wd, bias, res, k, stride, pad):
     return (wd @ patches.reshape(wd.shape[1], -1)).reshape(1, -1, ho, wo)
 
 
-@pytest.mark.parametrize("c,h,w,cout,k,stride,keep,residual,scatter,shifted", [
-    (8, 10, 12, 16, 3, 1, 1.0, False, False, False),  # dense, non-square, 3x3 pad 1
-    (16, 12, 12, 16, 3, 1, 0.25, True, False, False),  # block-pruned columns, residual
-    (8, 11, 11, 16, 3, 2, 0.5, False, False, False),  # stride 2: phase-split input
-    (16, 8, 8, 24, 1, 1, 0.5, False, True, False),  # 1x1 read in place, rows scattered (pruned filters)
-    (16, 9, 9, 8, 1, 2, 1.0, True, False, False),  # 1x1 stride 2 (a downsample)
-    (16, 8, 8, 32, 1, 1, 0.25, True, False, False),  # 1x1 in place: output stage on the register write-back
-    (16, 4, 4, 16, 3, 1, 0.25, True, False, True),  # 4x4 map, shifted copies: output stage on the write-back
-    (8, 8, 8, 16, 3, 2, 0.5, False, True, True),  # shifted copies with stride phases, rows scattered
-    (8, 8, 8, 16, 3, 1, 1.0, True, False, True),  # 64 pixels in tiles of 48: the output pass drops none
+@pytest.mark.parametrize("c,h,w,cout,k,stride,keep,residual,scatter,shifted,rows", [
+    (8, 10, 12, 16, 3, 1, 1.0, False, False, False, 0),  # dense, non-square, 3x3 pad 1
+    (16, 12, 12, 16, 3, 1, 0.25, True, False, False, 0),  # block-pruned columns, residual
+    (8, 11, 11, 16, 3, 2, 0.5, False, False, False, 0),  # stride 2: phase-split input
+    (16, 8, 8, 24, 1, 1, 0.5, False, True, False, 0),  # 1x1 read in place, rows scattered (pruned filters)
+    (16, 9, 9, 8, 1, 2, 1.0, True, False, False, 0),  # 1x1 stride 2 (a downsample)
+    (16, 8, 8, 32, 1, 1, 0.25, True, False, False, 0),  # 1x1 in place: output stage on the register write-back
+    (16, 4, 4, 16, 3, 1, 0.25, True, False, True, 0),  # 4x4 map, shifted copies: output stage on the write-back
+    (8, 8, 8, 16, 3, 2, 0.5, False, True, True, 0),  # shifted copies with stride phases, rows scattered
+    (8, 8, 8, 16, 3, 1, 1.0, True, False, True, 0),  # 64 pixels in tiles of 48: the output pass drops none
+    (8, 10, 32, 16, 3, 1, 0.5, True, False, False, 2),  # row tiles: 2 rows of 2 vectors, residual
+    (8, 12, 32, 16, 3, 2, 1.0, False, True, False, 3),  # row tiles with stride phases, rows scattered
+    (16, 16, 16, 8, 3, 1, 0.25, False, False, False, 4),  # one vector per row, 4 rows per tile
 ])
-def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, scatter, shifted):
+def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, scatter, shifted, rows):
     rng = np.random.default_rng(0)
     br, pad = 8, k // 2
     kfull = c * k * k
@@ -46,6 +49,9 @@ def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, sc
             else np.stack([np.sort(rng.choice(kfull, kmax, replace=False)) for _ in range(nb)]))
     shape = ConvShape(1, c, h, w, cout, k, k, (stride, stride), (pad,) * 4, br, kmax, shared_cols=keep == 1)
     lay = PixelLayout(shape, 16, choose_vecs(PixelLayout(shape, 16, 1, shifted).pixels, 16), shifted)
+    if rows:  # tiles of whole output rows: no dropped pixel computed, the output stage on the write-back
+        lay = PixelLayout(shape, 16, rows * shape.out_hw[1] // 16, row_tiles=rows)
+        assert lay.exact
     full = cout + 5 if scatter else None
     func = schedule_conv_pixels(conv_compute_pixels(lay, True, residual, True, full), lay, scatter)
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm")
@@ -78,7 +84,7 @@ def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, sc
     lib["main"](*args, out)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
     assert lay.direct == (k == 1 and stride == 1 and not shifted)
-    assert lay.exact == (lay.direct or (shifted and ho * wo % lay.tile == 0))
+    assert lay.exact == (lay.direct or rows > 0 or (shifted and ho * wo % lay.tile == 0))
 
 
 def test_form_choice_for_small_maps():
@@ -101,6 +107,12 @@ def test_1x1_layers_read_in_place_in_whole_tiles():
     assert not fit_vecs(lay, quant=True).direct  # a quantized layer quantizes in its pad copy
     s2 = pixel_layout(ConvShape(1, 64, 32, 32, 256, 1, 1, (2, 2), (0,) * 4, 1, 1), 16)
     assert not s2.in_place
+    # 3x3: one-row (depthwise) blocks take whole output rows; 8-row blocks keep 3 flat vectors
+    dw = ConvShape(1, 144, 32, 32, 144, 3, 3, (1, 1), (1,) * 4, 1, 9)
+    assert fit_vecs(PixelLayout(dw, 16, 1), most=6).row_tiles == 2
+    sparse = ConvShape(1, 64, 32, 32, 64, 3, 3, (1, 1), (1,) * 4, 8, 72)
+    lay = fit_vecs(PixelLayout(sparse, 16, 1))
+    assert (lay.row_tiles, lay.vecs) == (0, 3)
 
 
 def test_stages_run_in_one_thread_pool_launch():

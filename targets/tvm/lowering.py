@@ -35,7 +35,7 @@ from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 19  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 20  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
@@ -401,7 +401,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     ho, wo = shape.out_hw
     out = relax.call_tir(gv, args, relax.TensorType((n, cout, ho, wo), "float32"))
     report.layers.append({"kernel": gv.name_hint, "op": "linear" if ch.linear else "conv", "out_channels": cout,
-                          "vectorized": ("pixels-shifted" if layout.shifted else "pixels") if by_pixels else "channels",
+                          "vectorized": ("pixels-shifted" if layout.shifted else "pixels-rows" if layout.row_tiles else "pixels") if by_pixels else "channels",
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
                           "macs": shape.macs, "dtype": "int8" if ch.quant else "float32",
                           **({"arithmetic": "fp32, exact on int8 levels"} if ch.quant and by_pixels else {}),

@@ -45,6 +45,9 @@ class PixelLayout:
     shifted: bool = False
     # through the pad copy even where the input could be read in place (a quantized layer quantizes there)
     copied: bool = False
+    # output rows per tile (0: flat tiles): each row's wo output pixels in wo / lanes vectors and none of
+    # the wq - wo dropped ones, so the output stage runs on the write-back (no scratch pass)
+    row_tiles: int = 0
 
     @property
     def phases(self) -> tuple[int, int, int, int]:
@@ -67,7 +70,7 @@ class PixelLayout:
     @property
     def exact(self) -> bool:
         """Every computed pixel is an output pixel, in order: the output stage runs on the write-back."""
-        return self.direct or (self.shifted and self.pixels % self.tile == 0)
+        return self.direct or self.row_tiles > 0 or (self.shifted and self.pixels % self.tile == 0)
 
     @property
     def tile(self) -> int:
@@ -80,7 +83,12 @@ class PixelLayout:
 
     @property
     def padded_pixels(self) -> int:
-        return -(-self.pixels // self.tile) * self.tile
+        return self.pixels if self.row_tiles else -(-self.pixels // self.tile) * self.tile
+
+    @property
+    def span(self) -> int:
+        """Flat elements one column of a tile reads, from its first."""
+        return (self.row_tiles - 1) * self.phases[2] + self.s.out_hw[1] if self.row_tiles else self.tile
 
     def offsets(self, cols):
         """int32 flat start of each kept column (numpy, any shape of column indices)."""
@@ -111,7 +119,7 @@ MIN_USEFUL = 0.6  # below this share of useful pixels (4x4 maps: 16 of 32) the c
 def pixel_layout(s: ConvShape, lanes: int, always: bool = False, shifted: bool = False) -> PixelLayout | None:
     """The pixel form for this layer, or None where it would mostly compute dropped pixels (unless `always`).
     With `shifted`, such a layer takes shifted copies instead where its pixels are whole vectors."""
-    lay = fit_vecs(PixelLayout(s, lanes, 1))
+    lay = fit_vecs(PixelLayout(s, lanes, 1), rows=False)  # the form only: lowering fits the tile to the row-blocks
     ho, wo = s.out_hw
     if always or ho * wo >= MIN_USEFUL * lay.padded_pixels:
         return lay
@@ -130,17 +138,30 @@ def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
     return 1
 
 
-def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False) -> PixelLayout:
+ROW_TILES = True
+
+
+def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False, rows: bool = True) -> PixelLayout:
     """The layout with its vectors per tile: where the input can be read in place, the most that make whole
     tiles (a 1x1 layer at 32x32 with 3 vectors would pay a pad copy and a separate output pass, 1.6-2.8x
-    its GEMM); else `choose_vecs`. A quantized layer always takes the pad copy."""
-    if quant:
-        lay = replace(lay, copied=True)
+    its GEMM); else, where output rows are whole vectors, tiles of whole rows (row_tiles); else
+    `choose_vecs` (also where `rows` is off). A quantized layer always takes the pad copy."""
+    lay = replace(lay, copied=lay.copied or quant, row_tiles=0)
     if lay.in_place:
         whole = [v for v in range(most, 0, -1) if lay.pixels % (lay.lanes * v) == 0]
         if whole:
             return replace(lay, vecs=whole[0])
-    return replace(lay, vecs=choose_vecs(lay.pixels, lay.lanes, most))
+    flat = choose_vecs(lay.pixels, lay.lanes, most)
+    ho, wo = lay.s.out_hw
+    per_row = wo // lay.lanes
+    if rows and ROW_TILES and not lay.shifted and wo % lay.lanes == 0 and per_row <= most:
+        rows = max(r for r in range(1, most // per_row + 1) if ho % r == 0)
+        # fewer vectors than the flat tile cost a compute-bound layer more than the output pass
+        # (8-row blocks at 32x32: 2 vectors, 24% slower than 3), except one-row (depthwise) blocks,
+        # which are memory-bound: there the scratch pass costs more (10% at 32x32, 4 vectors vs 6)
+        if rows * per_row >= flat or lay.s.br == 1:
+            return replace(lay, vecs=rows * per_row, row_tiles=rows)
+    return replace(lay, vecs=flat)
 
 
 def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
@@ -186,11 +207,15 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, 0, 0, i]  # noqa: E731
     j = te.reduce_axis((0, s.kmax), name="j")
-    Y = te.compute(
-        (s.n, nb, s.br, lay.padded_pixels),
-        lambda n, b, r, p: te.sum(W[b, j, r] * flat(n, OFF[0 if s.shared_cols else b, j] + p), axis=j),
-        name="jb_gemm")
-    row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho * wq + wo]  # noqa: E731
+    col = lambda b: OFF[0 if s.shared_cols else b, j]  # noqa: E731
+    if lay.row_tiles:
+        Y = te.compute((s.n, nb, s.br, ho_n, wo_n),
+                       lambda n, b, r, y, x: te.sum(W[b, j, r] * flat(n, col(b) + y * wq + x), axis=j), name="jb_gemm")
+        row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho, wo]  # noqa: E731
+    else:
+        Y = te.compute((s.n, nb, s.br, lay.padded_pixels),
+                       lambda n, b, r, p: te.sum(W[b, j, r] * flat(n, col(b) + p), axis=j), name="jb_gemm")
+        row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho * wq + wo]  # noqa: E731
     extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout, scaled=quant is not None, cap=cap)
     return te.create_prim_func([*inputs, *extra, out])
 
@@ -201,13 +226,21 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
     output stage runs on the register write-back."""
     sch = s_tir.Schedule(func)
     gemm = sch.get_sblock("jb_gemm")
-    n, b, r, p, j = sch.get_loops(gemm)
-    po, pt, pv = sch.split(p, [None, lay.vecs, lay.lanes])
-    sch.reorder(n, b, po, j, r, pt, pv)
+    if lay.row_tiles:
+        n, b, r, y, x, j = sch.get_loops(gemm)
+        po, yt = sch.split(y, [None, lay.row_tiles])
+        xt, pv = sch.split(x, [None, lay.lanes])
+        sch.reorder(n, b, po, j, r, yt, xt, pv)
+        pt = [yt, xt]
+    else:
+        n, b, r, p, j = sch.get_loops(gemm)
+        po, pt, pv = sch.split(p, [None, lay.vecs, lay.lanes])
+        sch.reorder(n, b, po, j, r, pt, pv)
+        pt = [pt]
     tile = sch.fuse(n, b, po)
     sch.parallel(tile)
-    sch.unroll(r)
-    sch.unroll(pt)
+    for loop in (r, *pt):
+        sch.unroll(loop)
     sch.vectorize(pv)
     register_tile(sch, gemm, tile, j, fused_output=lay.exact and not scattered)
     if lay.shifted:
@@ -221,5 +254,5 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
         sch.parallel(sch.fuse(*loops[:4]))
         sch.vectorize(loops[-1])
     func = tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True))
-    func, _ = prefetch_columns(func, "x" if lay.direct else "jb_pad", lay.tile)
+    func, _ = prefetch_columns(func, "x" if lay.direct else "jb_pad", lay.span)
     return one_parallel_region(func)

@@ -29,7 +29,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from targets.tvm.kernels import ActQuant, ConvShape, one_parallel_region
-from targets.tvm.pixel_kernels import PixelLayout, pixel_layout
+from targets.tvm.pixel_kernels import PixelLayout, choose_vecs, pixel_layout
 
 
 def vnni_intrinsic_args(acc, a_i32, w_i8x64):
@@ -192,7 +192,7 @@ def plan_pixels(s: ConvShape, rows: int = 8) -> VNNIPixelPlan | None:
         if plan.exact:
             return plan
     lay = pixel_layout(gs, 16)
-    return None if lay is None else VNNIPixelPlan(s, rows, lay.vecs)
+    return None if lay is None else VNNIPixelPlan(s, rows, choose_vecs(lay.pixels, 16))
 
 
 def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant):
