@@ -38,6 +38,8 @@ def _reference(x, wd, bias, res, k, stride, pad):
     (8, 10, 32, 16, 3, 1, 0.5, True, False, False, 2),  # row tiles: 2 rows of 2 vectors, residual
     (8, 12, 32, 16, 3, 2, 1.0, False, True, False, 3),  # row tiles with stride phases, rows scattered
     (16, 16, 16, 8, 3, 1, 0.25, False, False, False, 4),  # one vector per row, 4 rows per tile
+    (16, 9, 9, 8, 1, 2, 1.0, True, False, False, -1),  # fit_vecs: a strided 1x1 copies only what it reads
+    (16, 8, 8, 24, 1, 2, 0.5, False, True, False, -1),  # the same in whole tiles, rows scattered
 ])
 def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, scatter, shifted, rows):
     rng = np.random.default_rng(0)
@@ -49,9 +51,12 @@ def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, sc
             else np.stack([np.sort(rng.choice(kfull, kmax, replace=False)) for _ in range(nb)]))
     shape = ConvShape(1, c, h, w, cout, k, k, (stride, stride), (pad,) * 4, br, kmax, shared_cols=keep == 1)
     lay = PixelLayout(shape, 16, choose_vecs(PixelLayout(shape, 16, 1, shifted).pixels, 16), shifted)
-    if rows:  # tiles of whole output rows: no dropped pixel computed, the output stage on the write-back
+    if rows > 0:  # tiles of whole output rows: no dropped pixel computed, the output stage on the write-back
         lay = PixelLayout(shape, 16, rows * shape.out_hw[1] // 16, row_tiles=rows)
         assert lay.exact
+    elif rows < 0:  # the layout lowering would choose
+        lay = fit_vecs(PixelLayout(shape, 16, 1))
+        assert lay.subsample == stride and lay.planes() <= c + 1 and lay.pixels == shape.out_hw[0] * shape.out_hw[1]
     full = cout + 5 if scatter else None
     func = schedule_conv_pixels(conv_compute_pixels(lay, True, residual, True, full), lay, scatter)
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm")
@@ -84,7 +89,7 @@ def test_pixel_kernel_matches_numpy(c, h, w, cout, k, stride, keep, residual, sc
     lib["main"](*args, out)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
     assert lay.direct == (k == 1 and stride == 1 and not shifted)
-    assert lay.exact == (lay.direct or rows > 0 or (shifted and ho * wo % lay.tile == 0))
+    assert lay.exact == (lay.direct or rows > 0 or ((shifted or rows < 0) and ho * wo % lay.tile == 0))
 
 
 def test_form_choice_for_small_maps():

@@ -14,7 +14,10 @@ computed and dropped: 2 of 34 on a 32-wide 3x3 layer. A tile is `br` rows x `vec
 accumulators; per kept column it loads `vecs` input vectors and broadcasts `br` weights.
 A 1x1 stride-1 layer reads its input as it is (no padded copy) and computes no dropped pixels, so its
 output stage (bias, residual, ReLU) runs on the register write-back; elsewhere the output stage (and a
-row scatter) is a separate vectorized pass that drops the extra pixels.
+row scatter) is a separate vectorized pass that drops the extra pixels. A 1x1 layer with stride s and
+no padding copies only the pixels it reads (one ho x wo plane per channel: no dropped pixel either).
+Depthwise layers whose output rows are whole vectors take tiles of whole rows (row_tiles), which skip
+the dropped pixels too. Each step of the column loop prefetches a later column's input (prefetch.py).
 Small maps (4x4: 16 useful of 24 padded pixels) take shifted copies instead: one copy of the input
 per kernel column kj, shifted by kj and exactly as wide as the output, so the flat pixels are the
 output pixels (no drop, output stage on the write-back) at the price of kw copies of a small input;
@@ -48,10 +51,27 @@ class PixelLayout:
     # output rows per tile (0: flat tiles): each row's wo output pixels in wo / lanes vectors and none of
     # the wq - wo dropped ones, so the output stage runs on the write-back (no scratch pass)
     row_tiles: int = 0
+    # a 1x1 layer with stride s > 1 and no padding copies only the pixels it reads (see subsample)
+    subsampled: bool = False
+
+    @property
+    def subsample(self) -> int:
+        """A 1x1 layer with stride s > 1 and no padding reads only every s-th row and column: the pad copy
+        takes just those (one plane per channel, ho x wo: no dropped pixel, a quarter of the copy at
+        stride 2), and the GEMM runs on them at stride 1. 1 for any other layer."""
+        s = self.s
+        st = s.stride[0]
+        if (self.subsampled and st > 1 and s.kh == s.kw == 1 and s.stride == (st, st) and not any(s.pad) and not self.shifted
+                and s.out_hw == (-(-s.h // st), -(-s.w // st))):
+            return st
+        return 1
 
     @property
     def phases(self) -> tuple[int, int, int, int]:
         """(stride, hq, wq, plane size)."""
+        if self.subsample > 1:
+            ho, wo = self.s.out_hw
+            return 1, ho, wo, ho * wo
         st = self.s.stride[0]
         hp, wp = self.s.h + self.s.pad[0] + self.s.pad[2], self.s.w + self.s.pad[1] + self.s.pad[3]
         hq, wq = -(-hp // st), (self.s.out_hw[1] if self.shifted else -(-wp // st))
@@ -70,7 +90,8 @@ class PixelLayout:
     @property
     def exact(self) -> bool:
         """Every computed pixel is an output pixel, in order: the output stage runs on the write-back."""
-        return self.direct or self.row_tiles > 0 or (self.shifted and self.pixels % self.tile == 0)
+        return (self.direct or self.row_tiles > 0
+                or ((self.shifted or self.subsample > 1) and self.pixels % self.tile == 0))
 
     @property
     def tile(self) -> int:
@@ -119,7 +140,7 @@ MIN_USEFUL = 0.6  # below this share of useful pixels (4x4 maps: 16 of 32) the c
 def pixel_layout(s: ConvShape, lanes: int, always: bool = False, shifted: bool = False) -> PixelLayout | None:
     """The pixel form for this layer, or None where it would mostly compute dropped pixels (unless `always`).
     With `shifted`, such a layer takes shifted copies instead where its pixels are whole vectors."""
-    lay = fit_vecs(PixelLayout(s, lanes, 1), rows=False)  # the form only: lowering fits the tile to the row-blocks
+    lay = fit_vecs(PixelLayout(s, lanes, 1), exact_tiles=False)  # the form only: lowering fits the tile to the row-blocks
     ho, wo = s.out_hw
     if always or ho * wo >= MIN_USEFUL * lay.padded_pixels:
         return lay
@@ -139,22 +160,24 @@ def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
 
 
 ROW_TILES = True
+SUBSAMPLE = True
 
 
-def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False, rows: bool = True) -> PixelLayout:
+def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False, exact_tiles: bool = True) -> PixelLayout:
     """The layout with its vectors per tile: where the input can be read in place, the most that make whole
     tiles (a 1x1 layer at 32x32 with 3 vectors would pay a pad copy and a separate output pass, 1.6-2.8x
-    its GEMM); else, where output rows are whole vectors, tiles of whole rows (row_tiles); else
-    `choose_vecs` (also where `rows` is off). A quantized layer always takes the pad copy."""
-    lay = replace(lay, copied=lay.copied or quant, row_tiles=0)
-    if lay.in_place:
+    its GEMM; a strided 1x1 layer likewise copies only the pixels it reads, see `subsample`); else, where
+    output rows are whole vectors, tiles of whole rows (row_tiles); else `choose_vecs`. With
+    `exact_tiles` off, only the in-place choice. A quantized layer always takes the pad copy."""
+    lay = replace(lay, copied=lay.copied or quant, row_tiles=0, subsampled=exact_tiles and SUBSAMPLE)
+    if lay.in_place or lay.subsample > 1:
         whole = [v for v in range(most, 0, -1) if lay.pixels % (lay.lanes * v) == 0]
         if whole:
             return replace(lay, vecs=whole[0])
     flat = choose_vecs(lay.pixels, lay.lanes, most)
     ho, wo = lay.s.out_hw
     per_row = wo // lay.lanes
-    if rows and ROW_TILES and not lay.shifted and wo % lay.lanes == 0 and per_row <= most:
+    if exact_tiles and ROW_TILES and not lay.shifted and wo % lay.lanes == 0 and per_row <= most:
         rows = max(r for r in range(1, most // per_row + 1) if ho % r == 0)
         # fewer vectors than the flat tile cost a compute-bound layer more than the output pass
         # (8-row blocks at 32x32: 2 vectors, 24% slower than 3), except one-row (depthwise) blocks,
@@ -199,11 +222,13 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, i]  # noqa: E731
     else:
+        sub = lay.subsample  # (1x1, no padding) every sub-th row and column only
+        at = (lambda i: i * sub) if sub > 1 else (lambda i: i)  # noqa: E731
         Xs = te.compute(
             (s.n, -(-lay.planes() // (st * st)), st, st, hq, wq),
             lambda n, c, a, b, y, x: load(tirx.if_then_else(
                 tirx.all(c < s.c, y * st + a >= top, y * st + a < s.h + top, x * st + b >= left, x * st + b < s.w + left),
-                X[n, c, y * st + a - top, x * st + b - left], tirx.const(0.0, "float32"))),
+                X[n, c, at(y * st + a - top), at(x * st + b - left)], tirx.const(0.0, "float32"))),
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, 0, 0, i]  # noqa: E731
     j = te.reduce_axis((0, s.kmax), name="j")
