@@ -144,6 +144,34 @@ def test_column_loop_prefetches_the_lines_of_a_later_column():
     assert found == 0
 
 
+@pytest.mark.parametrize("h,stride", [(8, 2), (8, 1), (32, 1)])
+def test_depthwise_quantized_before_the_phase_split_is_bit_identical(monkeypatch, h, stride):
+    import targets.tvm.pixel_kernels as pk
+    from targets.tvm.kernels import ActQuant
+
+    c = 32
+    shape = ConvShape(1, c, h, h, c, 3, 3, (stride, stride), (1,) * 4, 1, 9)
+    quant = ActQuant(0.05, 3, 255)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, c, h, h), dtype=np.float32)
+    w = rng.integers(-127, 128, (c, 9, 1)).astype(np.float32)
+    cols = np.arange(c)[:, None] * 9 + np.arange(9)[None, :]
+    outs, staged = [], []
+    for prequant in (False, True):
+        monkeypatch.setattr(pk, "PREQUANT", prequant)
+        lay = fit_vecs(pixel_layout(shape, 16, always=True), 6, quant=True)
+        func = schedule_conv_pixels(conv_compute_pixels(lay, True, False, True, cap=6.0, quant=quant), lay)
+        staged.append("jb_quant" in func.script())
+        lib = tvm.tirx.build(tvm.IRModule({"main": func}), "llvm")
+        args = [tvm.runtime.tensor(a) for a in (x, w, lay.offsets(cols), np.full(c, 0.01, np.float32),
+                                                 np.zeros(c, np.float32), np.zeros((1, c, *shape.out_hw), np.float32))]
+        lib["main"](*args)
+        outs.append(args[-1].numpy())
+    # rows under two vectors wide quantize first; a 32-wide map keeps the quantization in its pad copy
+    assert staged == [False, h < 32]
+    assert np.array_equal(outs[0], outs[1]) and np.abs(outs[0]).max() > 0
+
+
 def test_activation_quantization_keeps_zero_at_the_border():
     # the pad stage quantizes border and interior alike, which is exact only because levels(0) == 0
     from tvm import te

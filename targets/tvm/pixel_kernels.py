@@ -160,6 +160,15 @@ def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
 
 
 ROW_TILES = True
+PREQUANT = True
+
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001  (the schedule raises its own error type for a missing block)
+        return False
 SUBSAMPLE = True
 
 
@@ -208,6 +217,14 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
     def load(v):  # quantized after the border select, which then guards only the load (see ActQuant.levels)
         return v if quant is None else quant.levels(v)
 
+    src = X
+    if quant is not None and PREQUANT and not lay.shifted and wq < 2 * lay.lanes:
+        # a phase row under two vectors wide (5 at 8x8 stride 2) ran scalar with the quantization inside
+        # the split: quantize the contiguous input in whole vectors first, and the split copies levels
+        # (levels(0) = 0, so the border is the same). A stride-2 8x8 depthwise layer: 0.074 -> 0.049 ms
+        src = te.compute((s.n, s.c, s.h, s.w), lambda n, c, y, x: quant.levels(X[n, c, y, x]), name="jb_quant")
+        load = lambda v: v  # noqa: E731
+
     if lay.direct:
         flat = lambda n, i: X[n, 0, 0, i]  # noqa: E731  flat read across the (contiguous) planes
     elif lay.shifted:  # plane (kj, c, a): rows y*st + a, columns x*st + kj of the padded input
@@ -228,7 +245,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
             (s.n, -(-lay.planes() // (st * st)), st, st, hq, wq),
             lambda n, c, a, b, y, x: load(tirx.if_then_else(
                 tirx.all(c < s.c, y * st + a >= top, y * st + a < s.h + top, x * st + b >= left, x * st + b < s.w + left),
-                X[n, c, at(y * st + a - top), at(x * st + b - left)], tirx.const(0.0, "float32"))),
+                src[n, c, at(y * st + a - top), at(x * st + b - left)], tirx.const(0.0, "float32"))),
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, 0, 0, i]  # noqa: E731
     j = te.reduce_axis((0, s.kmax), name="j")
@@ -278,6 +295,13 @@ def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):
         loops = sch.get_loops(sch.get_sblock("jb_pad"))
         sch.parallel(sch.fuse(*loops[:4]))
         sch.vectorize(loops[-1])
+        if _has_block(sch, "jb_quant"):
+            qn, qc, qy, qx = sch.get_loops(sch.get_sblock("jb_quant"))
+            sch.parallel(sch.fuse(qn, qc))
+            plane = sch.fuse(qy, qx)
+            if (lay.s.h * lay.s.w) % lay.lanes == 0:
+                plane = sch.split(plane, [None, lay.lanes])[1]
+            sch.vectorize(plane)
     func = tile_on_stack(sch.mod["main"].with_attr("tir.is_scheduled", True))
     func, _ = prefetch_columns(func, "x" if lay.direct else "jb_pad", lay.span)
     return one_parallel_region(func)
