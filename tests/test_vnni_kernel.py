@@ -63,6 +63,8 @@ def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, 
     assert "vpdpbusd" in lib.inspect_source("asm")
     if form != "channels":
         assert VNNIPixelPlan(shape, *form).exact == (k == 1)
+        # each column group prefetches the lines a later one reads: one per vector, plus the tail
+        assert lib.inspect_source("ll").count("call void @llvm.prefetch") >= form[1] + 1  # (LLVM may unroll g)
 
 
 def test_pixel_plan_choice():

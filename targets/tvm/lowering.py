@@ -35,7 +35,7 @@ from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 22  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 23  # part of every artifact cache key: bump when lowered code would change
 
 
 @dataclass
