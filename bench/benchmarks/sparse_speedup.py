@@ -3,9 +3,9 @@
     python -m bench.benchmarks.sparse_speedup [--models resnet18-cifar,...] [--rounds R] [--runs N]
 
 Per model, every configuration is compiled and verified against its PyTorch reference first, then
-all are timed in interleaved rounds (each round times every configuration once), so machine noise
-hits them alike; medians are over all rounds' samples. Peers: OpenVINO (CPU plugin, threads = cores,
-latency hint, fp32) and ONNX Runtime (CPU EP, threads = cores), dense, and ONNX Runtime's int8 QDQ
+all are timed in interleaved rounds (each round times every configuration once, in a shuffled order),
+so machine noise and the previous configuration's threads hit them alike; medians are over all
+rounds' samples. Peers: OpenVINO (CPU plugin, threads = cores, latency hint, fp32) and ONNX Runtime (CPU EP, threads = cores), dense, and ONNX Runtime's int8 QDQ
 run of the same model; ours: host-cpu (TVM with joulebench's kernels, tune_trials = 0) dense fp32,
 block 4x and 8x (8x16 blocks), dense int8. The last line is one JSON object for scripts to track:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -82,8 +83,13 @@ def _prepare(model: str) -> dict[str, tuple]:
 
 def _time(loaded: dict[str, tuple], rounds: int, runs: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {k: [] for k in loaded}
+    order, rng = list(loaded), random.Random(0)
     for _ in range(rounds):
-        for name, (ex, _, _) in loaded.items():
+        # a new order each round: no configuration always follows the same one (right after ONNX Runtime,
+        # whose worker threads spin on, our int8 MobileNet-V2 measured 5-9% slower than after our own runs)
+        rng.shuffle(order)
+        for name in order:
+            ex = loaded[name][0]
             ex.time_runs(2)  # re-warm caches after the previous configuration
             samples[name] += ex.time_runs(runs)
     return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
