@@ -6,8 +6,9 @@ Per model, every configuration is compiled and verified against its PyTorch refe
 all are timed in interleaved rounds (each round times every configuration once, in a shuffled order),
 so machine noise and the previous configuration's threads hit them alike; medians are over all
 rounds' samples. Peers: OpenVINO (CPU plugin, threads = cores, latency hint, fp32) and ONNX
-Runtime (CPU EP, threads = cores), dense, and ONNX Runtime's int8 QDQ run of the same model; ours: host-cpu (TVM with joulebench's kernels, tune_trials = 0) dense fp32,
-block 4x and 8x (8x16 blocks), dense int8. The last line is one JSON object for scripts to track:
+Runtime (CPU EP, threads = cores), dense, and ONNX Runtime's int8 QDQ run of the same model; ours:
+host-cpu (TVM with joulebench's kernels, tune_trials = 0) dense fp32, block 4x and 8x (8x16
+blocks), dense int8. The last line is one JSON object for scripts to track:
 
   dense_vs_best_peer          best peer dense latency / ours dense (per model; >= 1: ours faster)
   block8x_vs_best_peer_dense  best peer dense / ours block 8x (per model)
