@@ -16,8 +16,8 @@ pytestmark = pytest.mark.skipif(not has_vnni(host_target()), reason="this CPU ha
 
 def _build(form, shape, quant, residual, cap, w2):
     """(library, weights, column table) of one form: channel lanes, or pixel lanes with (rows, vecs)."""
-    if form == "channels":
-        plan = VNNIPlan(shape, 16)
+    if form in ("channels", "channels x2"):  # x2: two row-blocks per tile share each broadcast input
+        plan = VNNIPlan(shape, *((16, 1) if form == "channels" else (8, 2)))
         func, wts, table = vnni_conv(plan, quant, residual, True, cap), plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table()
     else:
         plan = VNNIPixelPlan(shape, *form)
@@ -29,6 +29,9 @@ def _build(form, shape, quant, residual, cap, w2):
     (8, 8, 32, 3, 1, True, None, "channels"),
     (3, 9, 24, 3, 2, False, 6.0, "channels"),  # channels not a multiple of 4, rows not of 16, stride 2, ReLU6
     (20, 4, 16, 1, 1, False, None, "channels"),
+    (8, 4, 64, 3, 1, True, None, "channels x2"),  # 4 row-blocks in pairs, residual
+    (3, 9, 24, 3, 2, False, 6.0, "channels x2"),  # the pair's second block only half used
+    (20, 4, 16, 1, 1, False, None, "channels x2"),  # one row-block: tiles of one
     (8, 8, 32, 3, 1, True, None, (8, 3)),  # padded rows: the output stage drops the extra pixels
     (3, 9, 20, 3, 2, False, 6.0, (8, 2)),  # stride phases, rows not a multiple of 8
     (20, 8, 24, 1, 1, True, None, (8, 2)),  # exact tiling: output stage on the register write-back
@@ -61,7 +64,7 @@ def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, 
     lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args], out)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-4)
     assert "vpdpbusd" in lib.inspect_source("asm")
-    if form != "channels":
+    if not isinstance(form, str):  # the pixel-lane forms
         assert VNNIPixelPlan(shape, *form).exact == (k == 1)
         # each column group prefetches the lines a later one reads: one per vector, plus the tail
         assert lib.inspect_source("ll").count("call void @llvm.prefetch") >= form[1] + 1  # (LLVM may unroll g)

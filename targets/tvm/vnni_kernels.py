@@ -43,6 +43,7 @@ def vnni_intrinsic_args(acc, a_i32, w_i8x64):
 class VNNIPlan:
     s: ConvShape  # a dense layer (every row reads every column)
     px: int  # pixels per register tile
+    blocks: int = 1  # 16-channel row-blocks per register tile (each broadcast input feeds all of them)
 
     @property
     def groups(self) -> int:  # input channel groups of four
@@ -89,6 +90,8 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
     HP, WP = H + s.pad[0] + s.pad[2], W + s.pad[1] + s.pad[3]
     HO, WO = s.out_hw
     TH, TW = p.tile
+    RB = p.blocks if NB % p.blocks == 0 else 1
+    NBT = NB // RB
     NTH, NTW = HO // TH, WO // TW
     PX = TH * TW
     zp = float(quant.zero_point)
@@ -113,27 +116,27 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
                         v: T.let = x[nc // CG, (nc % CG) * 4 + k, y, xx]
                         q: T.let = quant.codes(v, reciprocal=True)
                         xq[((nc * HP + y + TOP) * WP + xx + LEFT) * 4 + k] = T.Cast("uint8", q)
-        for t in T.parallel(N * NB * NTH * NTW):
-            acc = T.alloc_buffer((PX * 16,), "int32", scope="local")
-            n: T.let = t // (NB * NTH * NTW)
-            b: T.let = t // (NTH * NTW) % NB
+        for t in T.parallel(N * NBT * NTH * NTW):
+            acc = T.alloc_buffer((RB * PX * 16,), "int32", scope="local")
+            n: T.let = t // (NBT * NTH * NTW)
+            b: T.let = t // (NTH * NTW) % NBT * RB
             y0: T.let = t // NTW % NTH * TH
             x0: T.let = t % NTW * TW
-            for i in T.unroll(PX):
+            for i in T.unroll(RB * PX):
                 acc[T.ramp(i * 16, 1, 16)] = T.broadcast(T.int32(0), 16)
             for g in range(G):
-                wv: T.let = w[b, g, T.ramp(0, 1, 64)]
                 base: T.let = ((n * CG + idx[g, 0]) * HP + y0 * SH + idx[g, 1]) * WP + x0 * SW + idx[g, 2]
                 for i in T.unroll(PX):
                     a: T.let = T.reinterpret("int32", xq[T.ramp((base + (i // TW * SH) * WP + i % TW * SW) * 4, 1, 4)])
-                    acc[T.ramp(i * 16, 1, 16)] = T.call_llvm_pure_intrin(
-                        "int32x16", "llvm.x86.avx512.vpdpbusd.512",
-                        *vnni_intrinsic_args(acc[T.ramp(i * 16, 1, 16)], a, wv))
-            for r, ty in T.grid(16, TH):  # per channel, one row of the tile at a time: contiguous stores
-                co: T.let = b * 16 + r
+                    for q in T.unroll(RB):
+                        acc[T.ramp((q * PX + i) * 16, 1, 16)] = T.call_llvm_pure_intrin(
+                            "int32x16", "llvm.x86.avx512.vpdpbusd.512",
+                            *vnni_intrinsic_args(acc[T.ramp((q * PX + i) * 16, 1, 16)], a, w[b + q, g, T.ramp(0, 1, 64)]))
+            for q, r, ty in T.grid(RB, 16, TH):  # per channel, one row of the tile at a time: contiguous stores
+                co: T.let = (b + q) * 16 + r
                 if co < COUT:
                     for tx in range(TW):
-                        v: T.let = T.Cast("float32", acc[(ty * TW + tx) * 16 + r] + corr[co]) * outscale[co] + bias[co]
+                        v: T.let = T.Cast("float32", acc[(q * PX + ty * TW + tx) * 16 + r] + corr[co]) * outscale[co] + bias[co]
                         if RES:
                             out[n, co, y0 + ty, x0 + tx] = _clamp(v + res[n, co, y0 + ty, x0 + tx], lo, hi, 1)
                         else:
