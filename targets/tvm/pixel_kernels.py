@@ -159,26 +159,13 @@ def choose_vecs(pixels: int, lanes: int, most: int = 3) -> int:
     return 1
 
 
-ROW_TILES = True
-PREQUANT = True
-
-
-def _has_block(sch, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-        return True
-    except Exception:  # noqa: BLE001  (the schedule raises its own error type for a missing block)
-        return False
-SUBSAMPLE = True
-
-
 def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False, exact_tiles: bool = True) -> PixelLayout:
     """The layout with its vectors per tile: where the input can be read in place, the most that make whole
     tiles (a 1x1 layer at 32x32 with 3 vectors would pay a pad copy and a separate output pass, 1.6-2.8x
     its GEMM; a strided 1x1 layer likewise copies only the pixels it reads, see `subsample`); else, where
     output rows are whole vectors, tiles of whole rows (row_tiles); else `choose_vecs`. With
     `exact_tiles` off, only the in-place choice. A quantized layer always takes the pad copy."""
-    lay = replace(lay, copied=lay.copied or quant, row_tiles=0, subsampled=exact_tiles and SUBSAMPLE)
+    lay = replace(lay, copied=lay.copied or quant, row_tiles=0, subsampled=exact_tiles)
     if lay.in_place or lay.subsample > 1:
         whole = [v for v in range(most, 0, -1) if lay.pixels % (lay.lanes * v) == 0]
         if whole:
@@ -186,7 +173,7 @@ def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False, exact_tiles: 
     flat = choose_vecs(lay.pixels, lay.lanes, most)
     ho, wo = lay.s.out_hw
     per_row = wo // lay.lanes
-    if exact_tiles and ROW_TILES and not lay.shifted and wo % lay.lanes == 0 and per_row <= most:
+    if exact_tiles and not lay.shifted and wo % lay.lanes == 0 and per_row <= most:
         rows = max(r for r in range(1, most // per_row + 1) if ho % r == 0)
         # fewer vectors than the flat tile cost a compute-bound layer more than the output pass
         # (8-row blocks at 32x32: 2 vectors, 24% slower than 3), except one-row (depthwise) blocks,
@@ -194,6 +181,9 @@ def fit_vecs(lay: PixelLayout, most: int = 3, quant: bool = False, exact_tiles: 
         if rows * per_row >= flat or lay.s.br == 1:
             return replace(lay, vecs=rows * per_row, row_tiles=rows)
     return replace(lay, vecs=flat)
+
+
+PREQUANT = True  # quantize narrow-row inputs before the phase split (a switch so a test can compare both)
 
 
 def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
@@ -260,6 +250,14 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
         row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho * wq + wo]  # noqa: E731
     extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout, scaled=quant is not None, cap=cap)
     return te.create_prim_func([*inputs, *extra, out])
+
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001  (the schedule raises its own error type for a missing block)
+        return False
 
 
 def schedule_conv_pixels(func, lay: PixelLayout, scattered: bool = False):

@@ -187,9 +187,6 @@ class VNNIPixelPlan:
         return self.layout.offsets(np.arange(self.groups * self.s.kh * self.s.kw))
 
 
-VNNI_PREFETCH = True
-
-
 def plan_pixels(s: ConvShape, rows: int = 8) -> VNNIPixelPlan | None:
     """The pixel-lane plan for a layer, or None where most computed pixels would be dropped (small maps:
     the channel-lane kernel above)."""
@@ -241,7 +238,6 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
     lo = 0.0 if relu else -3.0e38
     hi = cap if (relu and cap is not None) else 3.0e38
     RES, EXACT = residual, p.exact
-    PREFETCH = VNNI_PREFETCH
     RSHAPE = (N, COUT, HO, WO) if residual else (1,)
     RSIZE = N * COUT * HO * WO if residual else 1
 
@@ -275,11 +271,11 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
                 acc[T.ramp(i * 16, 1, 16)] = T.broadcast(T.int32(0), 16)
             for g in range(G):
                 base: T.let = (n * PLANES * PLANE + off[g] + p0) * 4
-                if PREFETCH:  # the lines column group g + AHEAD will read (see prefetch.py)
-                    ahead: T.let = (n * PLANES * PLANE + off[T.min(g + AHEAD, G - 1)] + p0) * 4
-                    for k in T.unroll(V + 1):
-                        T.evaluate(T.call_intrin("void", "tirx.prefetch",
-                                                 T.address_of(xq[ahead + T.min(k * 64, V * 64 - 1)]), 0, 3, 1))
+                # the lines column group g + AHEAD will read (see prefetch.py)
+                ahead: T.let = (n * PLANES * PLANE + off[T.min(g + AHEAD, G - 1)] + p0) * 4
+                for k in T.unroll(V + 1):
+                    T.evaluate(T.call_intrin("void", "tirx.prefetch",
+                                             T.address_of(xq[ahead + T.min(k * 64, V * 64 - 1)]), 0, 3, 1))
                 for r in T.unroll(R):
                     wv: T.let = T.reinterpret("int8x64", T.broadcast(T.reinterpret("int32", w[b, g, T.ramp(r * 4, 1, 4)]), 16))
                     for v in T.unroll(V):
