@@ -77,16 +77,63 @@ def test_pixel_plan_choice():
     assert plan_pixels(dense(512, 4, 512, 3, 1)) is None  # 4x4 map: 16 of 32 pixels useful, channel lanes
 
 
-def test_8bit_variant_runs_dense_convs_on_vnni():
+def test_8bit_variant_runs_dense_convs_on_vnni(monkeypatch):
+    import targets.tvm.lowering as lowering
     from targets.tvm.importer import to_relax
     from targets.tvm.lowering import ir_macs, lower_variant
     from targets.tvm.vm import VMExecutor
 
     v = make_variant(ModelSpec(name="resnet18-cifar"), CompressionSpec(bits=8))
-    mod, info = lower_variant(to_relax(v), v, dense_br=16, vnni=True)
-    out = VMExecutor(tvm.compile(mod, host_target()), tvm.cpu()).infer(v.example_input())
+    outs = []
+    for codes in (True, False):
+        monkeypatch.setattr(lowering, "CODES", codes)
+        mod, info = lower_variant(to_relax(v), v, dense_br=16, vnni=True)
+        outs.append(VMExecutor(tvm.compile(mod, host_target()), tvm.cpu()).infer(v.example_input()))
+        if codes:
+            layers, macs = info["lowered_layers"], (ir_macs(mod), info["macs_effective"])
     ref = v.reference_output
-    assert float(np.abs(out - ref).max()) <= 6e-2 * max(1.0, float(np.abs(ref).max()))
-    forms = [la["vectorized"] for la in info["lowered_layers"]]
-    assert forms.count("vnni") == 20 and all(la["dtype"] == "int8" for la in info["lowered_layers"])  # + classifier
-    assert ir_macs(mod) == info["macs_effective"] == v.manifest["macs_effective"]
+    assert float(np.abs(outs[0] - ref).max()) <= 6e-2 * max(1.0, float(np.abs(ref).max()))
+    forms = [la["vectorized"] for la in layers]
+    assert forms.count("vnni") == 20 and all(la["dtype"] == "int8" for la in layers)  # + classifier
+    assert macs[0] == macs[1] == v.manifest["macs_effective"]
+    # each basic block's first conv hands its second uint8 codes; an output that is also a residual
+    # (or the classifier's input) stays float32; and the results are the same bit for bit
+    into_conv2 = [la for la, nxt in zip(layers[:-1], layers[1:], strict=True) if la["output"] == nxt["input"] == "uint8"]
+    assert len(into_conv2) >= 8 and layers[-2]["output"] == layers[-1]["input"] == "float32"
+    assert np.array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("c,h,cout,k,stride,form", [
+    (8, 4, 32, 3, 1, "channels x2"),
+    (3, 9, 20, 3, 2, (8, 2)),  # stride phases, dropped pixels: codes written by the output pass
+    (20, 8, 24, 1, 1, (8, 2)),  # exact tiling: codes written on the register write-back
+])
+def test_vnni_kernel_reads_and_writes_uint8_codes(c, h, cout, k, stride, form):
+    """Fed its input's codes, and storing its output's, a kernel gives exactly the codes of what it
+    computes from the float input: the quantization moved into the producer, not changed."""
+    rng = np.random.default_rng(2)
+    pad = k // 2
+    shape = ConvShape(1, c, h, h, cout, k, k, (stride, stride), (pad,) * 4, 16, c * k * k, True)
+    quant, out_quant = ActQuant(0.04, 9, 255), ActQuant(0.05, 7, 255)
+    x = rng.standard_normal((1, c, h, h), dtype=np.float32) * 3
+    w2 = rng.integers(-128, 128, (cout, c * k * k)).astype(np.int32)
+    scale = (rng.random(cout) * 1e-2).astype(np.float32)
+    bias = rng.standard_normal(cout, dtype=np.float32)
+    outs = []
+    for codes in (False, True):
+        if form in ("channels", "channels x2"):
+            plan = VNNIPlan(shape, 8, 2)
+            func = vnni_conv(plan, quant, False, True, 6.0, codes, out_quant if codes else None)
+            wts, table = plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table()
+        else:
+            plan = VNNIPixelPlan(shape, *form)
+            func = vnni_conv_pixels(plan, quant, False, True, 6.0, codes, out_quant if codes else None)
+            wts, table = plan.weights(w2), plan.offsets()
+        lib = tvm.tirx.build(tvm.IRModule({"main": func}), host_target())
+        args = [quant.codes_np(x) if codes else x, wts, table, VNNIPlan.correction(w2, quant.zero_point), scale, bias,
+                np.zeros(1, np.float32), np.zeros((1, cout, *shape.out_hw), np.uint8 if codes else np.float32)]
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
+        lib["main"](*args)
+        outs.append(args[-1].numpy())
+    assert outs[1].dtype == np.uint8 and len(np.unique(outs[1])) > 10
+    np.testing.assert_array_equal(outs[1], out_quant.codes_np(outs[0]))

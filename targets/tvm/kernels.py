@@ -58,12 +58,27 @@ class ActQuant:
         if not 0 <= self.zero_point <= self.qmax:
             raise ValueError(f"zero point {self.zero_point} outside the quantized range [0, {self.qmax}]")
 
-    def codes(self, v, reciprocal: bool = False):
-        """The float32 expression q of a float32 input expression `v`. With `reciprocal`, v is scaled by
-        one multiply with 1/scale (the VNNI kernels' form) instead of a divide."""
-        scaled = v * tirx.const(1.0 / self.scale, "float32") if reciprocal else v / tirx.const(self.scale, "float32")
+    def codes(self, v):
+        """The float32 expression q of a float32 input expression `v` (scalar or vector). The input is
+        scaled by one multiply with 1/scale, not a divide (a depthwise pad stage spent a third of its
+        time in `vdivps`): every kernel quantizes by this one expression, so a tensor quantized in its
+        producer's output stage holds exactly the codes its consumer would compute."""
+        scaled = v * tirx.const(1.0 / self.scale, "float32")
         q = tirx.round(scaled) + tirx.const(float(self.zero_point), "float32")
         return tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(self.qmax), "float32"))
+
+    def codes_np(self, v):
+        """`codes` in numpy, bit for bit (float32 multiply by the float32 reciprocal, round half to even),
+        as uint8: what a producer hands its 8-bit consumers, for references."""
+        import numpy as np
+
+        scaled = np.asarray(v, np.float32) * np.float32(1.0 / self.scale)
+        return np.clip(np.round(scaled) + np.float32(self.zero_point), 0, self.qmax).astype(np.uint8)
+
+    def to_codes(self, v):
+        """`v` (scalar or vector) quantized and stored as uint8 codes (an output stage feeding 8-bit consumers)."""
+        lanes = tvm.DataType(str(v.ty.dtype)).lanes
+        return tirx.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", self.codes(v))
 
     def levels(self, v):
         """The float32 expression q - zp of a float32 input expression `v` (the integer the GEMM multiplies).
@@ -116,10 +131,11 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
 
 
 def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual: bool, full_cout: int | None,
-                   scaled: bool = False, cap: float | None = None):
+                   scaled: bool = False, cap: float | None = None, out_quant: ActQuant | None = None):
     """The output stage both kernel forms share: out[n, co, ho, wo] = act(row(n, k, ho, wo) [* scale[co]]
     [+ bias[co]] [+ residual]) with k = co, or k = ROWMAP[co] (-1: a pruned row, zero) with `full_cout`;
-    act is ReLU, clipped at `cap` when given (ReLU6), or none.
+    act is ReLU, clipped at `cap` when given (ReLU6), or none. With `out_quant`, out holds the result's
+    uint8 codes (its consumers are 8-bit layers that would quantize it with exactly these parameters).
     Returns (the extra input placeholders in argument order, the output tensor)."""
     ho_n, wo_n = s.out_hw
     cout = full_cout or s.cout
@@ -142,7 +158,8 @@ def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual
             v = v + R[n, co, ho, wo]
         if relu:
             v = tirx.max(v, tirx.const(0.0, "float32"))
-        return tirx.min(v, tirx.const(cap, "float32")) if relu and cap is not None else v
+        v = tirx.min(v, tirx.const(cap, "float32")) if relu and cap is not None else v
+        return v if out_quant is None else out_quant.to_codes(v)
 
     out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
     return [t for t in (CS, B, R, MAP) if t is not None], out

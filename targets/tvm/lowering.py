@@ -35,10 +35,13 @@ from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 24  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 25  # part of every artifact cache key: bump when lowered code would change
 # channel-lane VNNI tiles (small maps): 8 pixels x 2 row-blocks, each broadcast input byte group feeding
 # two weight vectors; 15% faster than 16 pixels x 1 on ResNet-18's 4x4 layers (fewer loads per vpdpbusd)
 CHANNEL_LANE_TILE = (8, 2)
+# 8-bit layers hand each other uint8 codes where they can (see _mark_codes); a switch so a test can
+# compare both ways bit for bit
+CODES = True
 
 
 @dataclass
@@ -156,6 +159,9 @@ class _Chain:
         self.scale: np.ndarray | None = None  # folded batch-norm scale per output channel
         self.quant: ActQuant | None = None  # activation fake-quant absorbed from the producer chain
         self.qweight = None  # the layer's int8 weights (pruning.quant.QuantizedWeight) when quantized
+        self.fq_head: relax.Var | None = None  # the absorbed fake-quant's first binding (a user of x)
+        self.codes_in = False  # x arrives as uint8 codes of `quant`: its producer quantized it
+        self.out_quant: ActQuant | None = None  # the output is stored as uint8 codes for 8-bit consumers
 
 
 def _prim(v) -> float | None:
@@ -195,18 +201,23 @@ def _absorb_fake_quant(ch: _Chain, producer: dict, single_user, by_content: dict
     s, zp = consts["relax.multiply"], consts["relax.subtract"]
     if s != consts["relax.divide"] or zp != consts["relax.add"] or not float(zp).is_integer():
         return
-    ch.quant, ch.qweight, ch.x = ActQuant(s, int(zp), consts["qmax"]), qw, cur
+    ch.quant, ch.qweight, ch.x, ch.fq_head = ActQuant(s, int(zp), consts["qmax"]), qw, cur, seen[-1]
     ch.vars += seen
+
+
+def _users(func: relax.Function) -> tuple[dict[relax.Var, list], set]:
+    """The bindings that use each variable, and the variables the function returns."""
+    users: dict[relax.Var, list] = {}
+    for b in (b for blk in func.body.blocks for b in blk.bindings):
+        for v in relax.analysis.free_vars(b.value) if not isinstance(b.value, relax.Var) else [b.value]:
+            users.setdefault(v, []).append(b)
+    return users, set(relax.analysis.free_vars(func.body.body))
 
 
 def _find_chains(func: relax.Function, by_content: dict, grouped: bool = False) -> dict[relax.Var, _Chain]:
     bindings = [b for blk in func.body.blocks for b in blk.bindings]
     producer = {b.var: b for b in bindings}
-    users: dict[relax.Var, list] = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value) if not isinstance(b.value, relax.Var) else [b.value]:
-            users.setdefault(v, []).append(b)
-    out_vars = set(relax.analysis.free_vars(func.body.body))
+    users, out_vars = _users(func)
 
     def single_user(var):
         u = users.get(var, [])
@@ -277,6 +288,55 @@ def _find_chains(func: relax.Function, by_content: dict, grouped: bool = False) 
     return chains
 
 
+def _pixel_form(ch: _Chain, gpu: bool, dense_br: int) -> bool:
+    """Float convs, and grouped 8-bit ones, take the pixel form (pixel_kernels.py) on 16-lane CPUs."""
+    return not gpu and (ch.quant is None or ch.groups > 1) and not ch.linear and dense_br >= 16
+
+
+def _vnni_form(ch: _Chain, plan: LayerPlan, vnni: bool) -> bool:
+    """A dense 8-bit conv (every row-block reads every column, rows in order) runs on VNNI."""
+    _, cin, kh, kw = ch.weight.shape
+    return (vnni and ch.quant is not None and ch.quant.qmax <= 255 and ch.qweight.bits == 8 and not ch.linear
+            and ch.groups == 1 and plan.rows is None and bool((plan.cols == plan.cols[:1]).all())
+            and plan.cols.shape[1] == cin * kh * kw)
+
+
+def _quantized_weights(ch: _Chain) -> np.ndarray:
+    """The GEMM view of an 8-bit layer's integer weight levels (exact in float32)."""
+    return ch.qweight.q.numpy().reshape(ch.weight.shape[0], -1).astype(np.float32)
+
+
+def _takes_codes(ch: _Chain, scheme: str, block_rows: int | None, gpu: bool, dense_br: int, vnni: bool) -> bool:
+    """The layer runs on a kernel that can read and write uint8 codes: VNNI, or the 8-bit pixel form."""
+    if ch.quant is None:
+        return False
+    if ch.groups > 1:
+        return _pixel_form(ch, gpu, dense_br)
+    return _vnni_form(ch, plan_layer(_quantized_weights(ch), scheme, block_rows, dense_br), vnni)
+
+
+def _mark_codes(func: relax.Function, chains: dict[relax.Var, _Chain], takes_codes) -> None:
+    """Where a layer's output goes only into 8-bit layers' absorbed fake-quants, all with the same
+    parameters, and all these layers run on kernels that take codes, the producer's output stage
+    stores the uint8 codes and the consumers read them: a quarter of the bytes between the layers, and
+    the quantization done once, by the same expression (ActQuant.codes), so the results are the same
+    bit for bit. An output that is also a residual or a model output stays float32."""
+    users, out_vars = _users(func)
+    consumers: dict[relax.Var, list[_Chain]] = {}
+    for ch in chains.values():
+        if ch.fq_head is not None:
+            consumers.setdefault(ch.x, []).append(ch)
+    for var, prod in chains.items():
+        cons = consumers.get(var, [])
+        if not cons or var in out_vars or {u.var for u in users.get(var, [])} != {c.fq_head for c in cons}:
+            continue
+        if any(c.quant != cons[0].quant for c in cons) or not all(map(takes_codes, [prod, *cons])):
+            continue
+        prod.out_quant = cons[0].quant
+        for c in cons:
+            c.codes_in = True
+
+
 def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None,
           qweights: dict | None = None, gpu: bool = False, dense_br: int = DEFAULT_BR, vnni: bool = False
           ) -> tuple[tvm.IRModule, LoweringReport]:
@@ -297,6 +357,8 @@ def lower(mod: tvm.IRModule, scheme: str = "none", block_rows: int | None = None
     # grouped/depthwise convs only where the pixel form runs them (a row-block of one channel elsewhere
     # would be a scalar loop): TVM's own operators keep them on GPUs and narrower CPUs
     chains = _find_chains(mod["main"], by_content, grouped=not gpu and dense_br >= 16)
+    if CODES:
+        _mark_codes(mod["main"], chains, lambda ch: _takes_codes(ch, scheme, block_rows, gpu, dense_br, vnni))
     skip = {v for ch in chains.values() for v in ch.vars} - set(chains)
 
     @relax.expr_functor.mutator
@@ -331,13 +393,13 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         p = [int(v) for v in ch.attrs.padding]
         pad = (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[1], p[0], p[1])
     if ch.quant is not None:  # plan on the integer levels (exact in float32), requantize in the epilogue
-        gemm_w = ch.qweight.q.numpy().reshape(cout, -1).astype(np.float32)
+        gemm_w = _quantized_weights(ch)
         outscale = (ch.quant.scale * ch.qweight.scale.numpy() * ch.scale).astype(np.float32)
     else:
         gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
     # float convs on 16-lane CPUs vectorize over pixels (pixel_kernels.py): full registers for 8-row blocks
     layout = None
-    if not gpu and (ch.quant is None or ch.groups > 1) and not ch.linear and dense_br >= 16:
+    if _pixel_form(ch, gpu, dense_br):
         # shifted copies on small maps only for narrow row-blocks: 16-row dense blocks already fill the
         # channel form's vectors there
         layout = pixel_layout(ConvShape(n, cin * ch.groups, h, w, cout, kh, kw, stride, pad, 1, 1), dense_br,
@@ -354,17 +416,18 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     shape = ConvShape(n, cin, h, w, nb * plan.br, kh, kw, stride, pad, plan.br, kmax, shared)
     scattered = plan.rows is not None
     cols = plan.cols[:1] if shared else plan.cols
-    if (vnni and ch.quant is not None and ch.quant.qmax <= 255 and ch.qweight.bits == 8 and not ch.linear
-            and shared and not scattered and kmax == cin * kh * kw):
+    if _vnni_form(ch, plan, vnni):
         return _emit_vnni(mut, ch, x, ConvShape(n, cin, h, w, cout, kh, kw, stride, pad, 16, kmax, True),
                           gemm_w, outscale, report)
     if by_pixels:
         layout = fit_vecs(replace(layout, s=shape), max(3, min(6, 24 // plan.br)), quant=ch.quant is not None)
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
-                                   full_cout=cout if scattered else None, cap=ch.cap, quant=ch.quant)
+                                   full_cout=cout if scattered else None, cap=ch.cap, quant=ch.quant,
+                                   codes_in=ch.codes_in, out_quant=ch.out_quant)
         func = schedule_conv_pixels(func, layout, scattered)
         table = layout.offsets(cols)
     else:
+        assert not (ch.codes_in or ch.out_quant), "the channel form neither reads nor writes uint8 codes"
         func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
                             full_cout=cout if scattered else None, quant=ch.quant, cap=ch.cap)
         # with 32 wide registers (AVX-512), 8-channel row-blocks take 32 pixels per tile; NEON's 32 x 128-bit keep 16
@@ -402,16 +465,25 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         rowmap[plan.rows] = np.arange(len(plan.rows), dtype=np.int32)
         args.append(_const(rowmap))
     ho, wo = shape.out_hw
-    out = relax.call_tir(gv, args, relax.TensorType((n, cout, ho, wo), "float32"))
+    out = relax.call_tir(gv, args, relax.TensorType((n, cout, ho, wo), _out_dtype(ch)))
     report.layers.append({"kernel": gv.name_hint, "op": "linear" if ch.linear else "conv", "out_channels": cout,
                           "vectorized": ("pixels-shifted" if layout.shifted else "pixels-rows" if layout.row_tiles else "pixels") if by_pixels else "channels",
                           "rows_computed": shape.cout, "br": plan.br, "columns": int(kmax), "gemm_k": cin * kh * kw,
                           "macs": shape.macs, "dtype": "int8" if ch.quant else "float32",
                           **({"arithmetic": "fp32, exact on int8 levels"} if ch.quant and by_pixels else {}),
-                          "weight_storage_bits": storage_bits, "fused": _fused(ch)})
+                          "weight_storage_bits": storage_bits, "fused": _fused(ch), **_io(ch)})
     if ch.linear:
         out = relax.op.reshape(mut.builder_.emit(out), (n, cout))
     return out
+
+
+def _out_dtype(ch: _Chain) -> str:
+    return "uint8" if ch.out_quant is not None else "float32"
+
+
+def _io(ch: _Chain) -> dict:
+    """The layer report's activation types, where a layer reads or writes uint8 codes."""
+    return {"input": "uint8" if ch.codes_in else "float32", "output": _out_dtype(ch)} if ch.quant else {}
 
 
 def _fused(ch: _Chain) -> list[str]:
@@ -426,11 +498,11 @@ def _emit_vnni(mut, ch: _Chain, x, shape: ConvShape, w2: np.ndarray, outscale: n
     levels = w2.astype(np.int32)
     plan = plan_pixels(shape)  # pixel lanes (whole-vector output stage) unless most pixels would be dropped
     if plan is not None:
-        func = vnni_conv_pixels(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+        func = vnni_conv_pixels(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap, ch.codes_in, ch.out_quant)
         wts, table, rows = plan.weights(levels), plan.offsets(), plan.rows
     else:
         plan = VNNIPlan(shape, *CHANNEL_LANE_TILE)
-        func = vnni_conv(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+        func = vnni_conv(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap, ch.codes_in, ch.out_quant)
         wts, table, rows = plan.weights(levels).reshape(plan.row_blocks, -1, 64), plan.table(), 16
     func = func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_vnni")
@@ -441,8 +513,8 @@ def _emit_vnni(mut, ch: _Chain, x, shape: ConvShape, w2: np.ndarray, outscale: n
     report.layers.append({"kernel": gv.name_hint, "op": "conv", "out_channels": shape.cout, "vectorized": "vnni",
                           "rows_computed": plan.row_blocks * rows, "br": rows, "columns": plan.groups * 4 * shape.kh * shape.kw,
                           "gemm_k": shape.c * shape.kh * shape.kw, "macs": shape.macs, "dtype": "int8",
-                          "weight_storage_bits": 8, "fused": _fused(ch)})
-    return relax.call_tir(gv, args, relax.TensorType((shape.n, shape.cout, ho, wo), "float32"))
+                          "weight_storage_bits": 8, "fused": _fused(ch), **_io(ch)})
+    return relax.call_tir(gv, args, relax.TensorType((shape.n, shape.cout, ho, wo), _out_dtype(ch)))
 
 
 def executed_precision(variant, lowered: dict) -> str:

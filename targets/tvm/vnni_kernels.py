@@ -78,8 +78,10 @@ class VNNIPlan:
         return (-zero_point * w2.astype(np.int64).sum(1)).astype(np.int32)
 
 
-def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None):
-    """PrimFunc(x, w, idx, corr, outscale, bias, residual (a 1-element stand-in without one), out)."""
+def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None, codes_in: bool = False,
+              out_quant: ActQuant | None = None):
+    """PrimFunc(x, w, idx, corr, outscale, bias, residual (a 1-element stand-in without one), out).
+    With `codes_in`, x holds uint8 codes of `quant` already; with `out_quant`, out holds uint8 codes."""
     s = p.s
     N, C, H, W = s.n, s.c, s.h, s.w
     CG, NB, COUT = p.groups, p.row_blocks, s.cout
@@ -99,12 +101,15 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
     hi = cap if (relu and cap is not None) else 3.0e38
     RES = residual
     RSHAPE = (N, COUT, HO, WO) if residual else (1,)  # without a residual the call passes a 1-element stand-in
+    XT, OT = ("uint8" if codes_in else "float32"), ("uint8" if out_quant else "float32")
+    code = _coder(quant, codes_in)
+    emit = _emitter(out_quant)
 
     @T.prim_func
-    def main(x: T.Buffer((N, C, H, W), "float32"), w: T.Buffer((NB, G, 64), "int8"),
+    def main(x: T.Buffer((N, C, H, W), XT), w: T.Buffer((NB, G, 64), "int8"),
              idx: T.Buffer((G, 3), "int32"), corr: T.Buffer((COUT,), "int32"),
              outscale: T.Buffer((COUT,), "float32"), bias: T.Buffer((COUT,), "float32"),
-             res: T.Buffer(RSHAPE, "float32"), out: T.Buffer((N, COUT, HO, WO), "float32")):
+             res: T.Buffer(RSHAPE, "float32"), out: T.Buffer((N, COUT, HO, WO), OT)):
         T.func_attr({"tirx.noalias": True})
         xq = T.alloc_buffer((N * CG * HP * WP * 4,), "uint8")
         for nc in T.parallel(N * CG):  # the zero point everywhere (borders, channels past C), then the interior
@@ -113,9 +118,7 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
             for y, xx in T.grid(H, W):
                 for k in T.unroll(4):  # four planes interleaved into one contiguous run: LLVM vectorizes the xx loop
                     if (nc % CG) * 4 + k < C:
-                        v: T.let = x[nc // CG, (nc % CG) * 4 + k, y, xx]
-                        q: T.let = quant.codes(v, reciprocal=True)
-                        xq[((nc * HP + y + TOP) * WP + xx + LEFT) * 4 + k] = T.Cast("uint8", q)
+                        xq[((nc * HP + y + TOP) * WP + xx + LEFT) * 4 + k] = code(x[nc // CG, (nc % CG) * 4 + k, y, xx])
         for t in T.parallel(N * NBT * NTH * NTW):
             acc = T.alloc_buffer((RB * PX * 16,), "int32", scope="local")
             n: T.let = t // (NBT * NTH * NTW)
@@ -138,9 +141,9 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
                     for tx in range(TW):
                         v: T.let = T.Cast("float32", acc[(q * PX + ty * TW + tx) * 16 + r] + corr[co]) * outscale[co] + bias[co]
                         if RES:
-                            out[n, co, y0 + ty, x0 + tx] = _clamp(v + res[n, co, y0 + ty, x0 + tx], lo, hi, 1)
+                            out[n, co, y0 + ty, x0 + tx] = emit(_clamp(v + res[n, co, y0 + ty, x0 + tx], lo, hi, 1))
                         else:
-                            out[n, co, y0 + ty, x0 + tx] = _clamp(v, lo, hi, 1)
+                            out[n, co, y0 + ty, x0 + tx] = emit(_clamp(v, lo, hi, 1))
 
     return one_parallel_region(main)
 
@@ -199,16 +202,27 @@ def plan_pixels(s: ConvShape, rows: int = 8) -> VNNIPixelPlan | None:
     return None if lay is None else VNNIPixelPlan(s, rows, choose_vecs(lay.pixels, 16))
 
 
-def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant):
+def _coder(quant: ActQuant, codes_in: bool):
+    """An input element -> its uint8 code: quantized here, or as it is where the producer quantized it."""
+    return (lambda v: v) if codes_in else quant.to_codes
+
+
+def _emitter(out_quant: ActQuant | None):
+    """A float32 output value (scalar or vector) -> what the output buffer stores."""
+    return (lambda v: v) if out_quant is None else out_quant.to_codes
+
+
+def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant, codes_in: bool = False):
     """Channels c0..c0+3 of input row y at column `col` (any expression, a vector lane in use) quantized
-    and packed into one int32, channel c0 in the low byte; the zero point where the column is padding
-    or a channel lies past C. The loads are clamped into the tensor, so every lane may load."""
+    (unless `codes_in`: x holds codes) and packed into one int32, channel c0 in the low byte; the zero
+    point where the column is padding or a channel lies past C. The loads are clamped into the tensor,
+    so every lane may load."""
     inside = tirx.all(col >= 0, col < W)
+    code = _coder(quant, codes_in)
     word = tirx.const(0, "int32")
     for k in range(4):
         v = x[n, tirx.min(c0 + k, C - 1), y, tirx.max(tirx.min(col, W - 1), 0)]
-        q = tirx.Select(tirx.all(inside, c0 + k < C), quant.codes(v, reciprocal=True),
-                        tirx.const(float(quant.zero_point), "float32"))
+        q = tirx.Select(tirx.all(inside, c0 + k < C), code(v), tirx.const(quant.zero_point, "uint8"))
         word = word | (tirx.Cast("int32", q) << (8 * k))
     return word
 
@@ -222,8 +236,10 @@ def _clamp(v, lo: float, hi: float, lanes: int):
     return v
 
 
-def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None):
-    """PrimFunc(x, w, off, corr, outscale, bias, residual (a 1-element stand-in without one), out)."""
+def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None,
+                     codes_in: bool = False, out_quant: ActQuant | None = None):
+    """PrimFunc(x, w, off, corr, outscale, bias, residual (a 1-element stand-in without one), out).
+    With `codes_in`, x holds uint8 codes of `quant` already; with `out_quant`, out holds uint8 codes."""
     s, lay = p.s, p.layout
     N, C, H, W = s.n, s.c, s.h, s.w
     CG, NB, R, V, COUT = p.groups, p.row_blocks, p.rows, p.vecs, s.cout
@@ -240,14 +256,16 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
     RES, EXACT = residual, p.exact
     RSHAPE = (N, COUT, HO, WO) if residual else (1,)
     RSIZE = N * COUT * HO * WO if residual else 1
+    XT, OT = ("uint8" if codes_in else "float32"), ("uint8" if out_quant else "float32")
+    emit = _emitter(out_quant)
 
     @T.prim_func
-    def main(x: T.Buffer((N, C, H, W), "float32"), w: T.Buffer((NB, G, R * 4), "int8"),
+    def main(x: T.Buffer((N, C, H, W), XT), w: T.Buffer((NB, G, R * 4), "int8"),
              off: T.Buffer((G,), "int32"), corr: T.Buffer((COUT,), "int32"),
              outscale: T.Buffer((COUT,), "float32"), bias: T.Buffer((COUT,), "float32"),
-             res: T.Buffer(RSHAPE, "float32"), out: T.Buffer((N, COUT, HO, WO), "float32")):
+             res: T.Buffer(RSHAPE, "float32"), out: T.Buffer((N, COUT, HO, WO), OT)):
         T.func_attr({"tirx.noalias": True})
-        outf = T.decl_buffer((N * COUT * HO * WO,), "float32", data=out.data)
+        outf = T.decl_buffer((N * COUT * HO * WO,), OT, data=out.data)
         resf = T.decl_buffer((RSIZE,), "float32", data=res.data)
         xq = T.alloc_buffer((N * PLANES * PLANE * 4,), "uint8")
         xq32 = T.decl_buffer((N * PLANES * PLANE,), "int32", data=xq.data)
@@ -261,7 +279,7 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
                 for xx in T.vectorized(WQ):
                     pl: T.let = (nc % CG * ST + (y + TOP) % ST) * ST + b
                     xq32[(nc // CG * PLANES + pl) * PLANE + (y + TOP) // ST * WQ + xx] = _packed_codes(
-                        x, nc // CG, nc % CG * 4, y, xx * ST + b - LEFT, C, W, quant)
+                        x, nc // CG, nc % CG * 4, y, xx * ST + b - LEFT, C, W, quant, codes_in)
         for t in T.parallel(N * NB * NT):
             acc = T.alloc_buffer((R * V * 16,), "int32", annotations={"disable_lower_builtin": True})
             n: T.let = t // (NB * NT)
@@ -292,16 +310,16 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
                         if not EXACT:
                             ys[T.ramp((n * NB * R + co) * PADDED + p0 + v * 16, 1, 16)] = val
                         elif RES:
-                            outf[T.ramp(at, 1, 16)] = _clamp(val + resf[T.ramp(at, 1, 16)], lo, hi, 16)
+                            outf[T.ramp(at, 1, 16)] = emit(_clamp(val + resf[T.ramp(at, 1, 16)], lo, hi, 16))
                         else:
-                            outf[T.ramp(at, 1, 16)] = _clamp(val, lo, hi, 16)
+                            outf[T.ramp(at, 1, 16)] = emit(_clamp(val, lo, hi, 16))
         if not EXACT:
             for nco in T.parallel(N * COUT):
                 for ho, wo in T.grid(HO, WO):
                     val: T.let = ys[(nco // COUT * NB * R + nco % COUT) * PADDED + ho * WQ + wo]
                     if RES:
-                        outf[(nco * HO + ho) * WO + wo] = _clamp(val + resf[(nco * HO + ho) * WO + wo], lo, hi, 1)
+                        outf[(nco * HO + ho) * WO + wo] = emit(_clamp(val + resf[(nco * HO + ho) * WO + wo], lo, hi, 1))
                     else:
-                        outf[(nco * HO + ho) * WO + wo] = _clamp(val, lo, hi, 1)
+                        outf[(nco * HO + ho) * WO + wo] = emit(_clamp(val, lo, hi, 1))
 
     return one_parallel_region(main)
