@@ -131,11 +131,10 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
 
 
 def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual: bool, full_cout: int | None,
-                   scaled: bool = False, cap: float | None = None, out_quant: ActQuant | None = None):
+                   scaled: bool = False, cap: float | None = None):
     """The output stage both kernel forms share: out[n, co, ho, wo] = act(row(n, k, ho, wo) [* scale[co]]
     [+ bias[co]] [+ residual]) with k = co, or k = ROWMAP[co] (-1: a pruned row, zero) with `full_cout`;
-    act is ReLU, clipped at `cap` when given (ReLU6), or none. With `out_quant`, out holds the result's
-    uint8 codes (its consumers are 8-bit layers that would quantize it with exactly these parameters).
+    act is ReLU, clipped at `cap` when given (ReLU6), or none.
     Returns (the extra input placeholders in argument order, the output tensor)."""
     ho_n, wo_n = s.out_hw
     cout = full_cout or s.cout
@@ -158,8 +157,7 @@ def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual
             v = v + R[n, co, ho, wo]
         if relu:
             v = tirx.max(v, tirx.const(0.0, "float32"))
-        v = tirx.min(v, tirx.const(cap, "float32")) if relu and cap is not None else v
-        return v if out_quant is None else out_quant.to_codes(v)
+        return tirx.min(v, tirx.const(cap, "float32")) if relu and cap is not None else v
 
     out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
     return [t for t in (CS, B, R, MAP) if t is not None], out

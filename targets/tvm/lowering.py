@@ -35,7 +35,7 @@ from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 25  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 26  # part of every artifact cache key: bump when lowered code would change
 # channel-lane VNNI tiles (small maps): 8 pixels x 2 row-blocks, each broadcast input byte group feeding
 # two weight vectors; 15% faster than 16 pixels x 1 on ResNet-18's 4x4 layers (fewer loads per vpdpbusd)
 CHANNEL_LANE_TILE = (8, 2)
@@ -307,17 +307,18 @@ def _quantized_weights(ch: _Chain) -> np.ndarray:
 
 
 def _takes_codes(ch: _Chain, scheme: str, block_rows: int | None, gpu: bool, dense_br: int, vnni: bool) -> bool:
-    """The layer runs on a kernel that can read and write uint8 codes: VNNI, or the 8-bit pixel form."""
-    if ch.quant is None:
+    """The layer runs on VNNI, whose kernels read and write uint8 codes. (The 8-bit depthwise form did
+    too, for a while: on MobileNet-V2 it measured 2-4% slower with codes than without, in two same-run
+    A/Bs; its pad stage and output stage run on half-width vectors, where the conversions cost more than
+    the bytes saved.)"""
+    if ch.quant is None or ch.groups > 1:
         return False
-    if ch.groups > 1:
-        return _pixel_form(ch, gpu, dense_br)
     return _vnni_form(ch, plan_layer(_quantized_weights(ch), scheme, block_rows, dense_br), vnni)
 
 
 def _mark_codes(func: relax.Function, chains: dict[relax.Var, _Chain], takes_codes) -> None:
     """Where a layer's output goes only into 8-bit layers' absorbed fake-quants, all with the same
-    parameters, and all these layers run on kernels that take codes, the producer's output stage
+    parameters, and all these layers run on kernels that take codes (VNNI), the producer's output stage
     stores the uint8 codes and the consumers read them: a quarter of the bytes between the layers, and
     the quantization done once, by the same expression (ActQuant.codes), so the results are the same
     bit for bit. An output that is also a residual or a model output stays float32."""
@@ -419,15 +420,14 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     if _vnni_form(ch, plan, vnni):
         return _emit_vnni(mut, ch, x, ConvShape(n, cin, h, w, cout, kh, kw, stride, pad, 16, kmax, True),
                           gemm_w, outscale, report)
+    assert not (ch.codes_in or ch.out_quant), "only the VNNI kernels read and write uint8 codes"
     if by_pixels:
         layout = fit_vecs(replace(layout, s=shape), max(3, min(6, 24 // plan.br)), quant=ch.quant is not None)
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
-                                   full_cout=cout if scattered else None, cap=ch.cap, quant=ch.quant,
-                                   codes_in=ch.codes_in, out_quant=ch.out_quant)
+                                   full_cout=cout if scattered else None, cap=ch.cap, quant=ch.quant)
         func = schedule_conv_pixels(func, layout, scattered)
         table = layout.offsets(cols)
     else:
-        assert not (ch.codes_in or ch.out_quant), "the channel form neither reads nor writes uint8 codes"
         func = conv_compute(shape, bias=True, residual=ch.residual is not None, relu=ch.relu,
                             full_cout=cout if scattered else None, quant=ch.quant, cap=ch.cap)
         # with 32 wide registers (AVX-512), 8-channel row-blocks take 32 pixels per tile; NEON's 32 x 128-bit keep 16

@@ -187,22 +187,18 @@ PREQUANT = True  # quantize narrow-row inputs before the phase split (a switch s
 
 
 def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool, full_cout: int | None = None,
-                        cap: float | None = None, quant: ActQuant | None = None, codes_in: bool = False,
-                        out_quant: ActQuant | None = None):
+                        cap: float | None = None, quant: ActQuant | None = None):
     """TE definition (float32). Arguments: x, w [nb, kmax, br], off [1 or nb, kmax], then as kernels.py.
 
     With `quant` (a padded layout only), the pad stage quantizes the input to (q - zp) and w holds
     integer weight levels: every product and sum is an integer below 2^24, exact in fp32, and the
-    output stage requantizes with the per-channel scale (an `outscale` argument before bias).
-    With `codes_in`, x already holds the uint8 codes of `quant` (its producer quantized it), and the pad
-    stage only takes the zero point out; with `out_quant`, the output is uint8 codes (fused_epilogue)."""
+    output stage requantizes with the per-channel scale (an `outscale` argument before bias)."""
     assert quant is None or lay.copied, "a quantized layer needs the pad copy (fit_vecs(quant=True))"
-    assert quant is not None or not codes_in, "uint8 codes in need the quantization they were made with"
     s = lay.s
     ho_n, wo_n = s.out_hw
     st, hq, wq, _ = lay.phases
     nb = s.cout // s.br
-    X = te.placeholder((s.n, s.c, s.h, s.w), "uint8" if codes_in else "float32", name="x")
+    X = te.placeholder((s.n, s.c, s.h, s.w), "float32", name="x")
     W = te.placeholder((nb, s.kmax, s.br), "float32", name="w")
     OFF = te.placeholder((1 if s.shared_cols else nb, s.kmax), "int32", name="off")
     inputs = [X, W, OFF]
@@ -211,13 +207,8 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
     def load(v):  # quantized after the border select, which then guards only the load (see ActQuant.levels)
         return v if quant is None else quant.levels(v)
 
-    border = tirx.const(0.0, "float32")
-    if codes_in:  # the border holds the zero point's code, level 0 like every quantized border
-        border = tirx.const(quant.zero_point, "uint8")
-        load = lambda v: tirx.Cast("float32", v) - tirx.const(float(quant.zero_point), "float32")  # noqa: E731
-
     src = X
-    if quant is not None and not codes_in and PREQUANT and not lay.shifted and wq < 2 * lay.lanes:
+    if quant is not None and PREQUANT and not lay.shifted and wq < 2 * lay.lanes:
         # a phase row under two vectors wide (5 at 8x8 stride 2) ran scalar with the quantization inside
         # the split: quantize the contiguous input in whole vectors first, and the split copies levels
         # (levels(0) = 0, so the border is the same). A stride-2 8x8 depthwise layer: 0.074 -> 0.049 ms
@@ -234,7 +225,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
                 tirx.all(pl < used, y * st + pl % st >= top, y * st + pl % st < s.h + top,
                          x * st + pl // (s.c * st) >= left, x * st + pl // (s.c * st) < s.w + left),
                 X[n, pl // st % s.c, y * st + pl % st - top, x * st + pl // (s.c * st) - left],
-                border)),
+                tirx.const(0.0, "float32"))),
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, i]  # noqa: E731
     else:
@@ -244,7 +235,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
             (s.n, -(-lay.planes() // (st * st)), st, st, hq, wq),
             lambda n, c, a, b, y, x: load(tirx.if_then_else(
                 tirx.all(c < s.c, y * st + a >= top, y * st + a < s.h + top, x * st + b >= left, x * st + b < s.w + left),
-                src[n, c, at(y * st + a - top), at(x * st + b - left)], border)),
+                src[n, c, at(y * st + a - top), at(x * st + b - left)], tirx.const(0.0, "float32"))),
             name="jb_pad")
         flat = lambda n, i: Xs[n, 0, 0, 0, 0, i]  # noqa: E731
     j = te.reduce_axis((0, s.kmax), name="j")
@@ -257,8 +248,7 @@ def conv_compute_pixels(lay: PixelLayout, bias: bool, residual: bool, relu: bool
         Y = te.compute((s.n, nb, s.br, lay.padded_pixels),
                        lambda n, b, r, p: te.sum(W[b, j, r] * flat(n, col(b) + p), axis=j), name="jb_gemm")
         row = lambda n, k, ho, wo: Y[n, k // s.br, k % s.br, ho * wq + wo]  # noqa: E731
-    extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout, scaled=quant is not None, cap=cap,
-                                out_quant=out_quant)
+    extra, out = fused_epilogue(s, row, "float32", relu, bias, residual, full_cout, scaled=quant is not None, cap=cap)
     return te.create_prim_func([*inputs, *extra, out])
 
 
