@@ -12,7 +12,6 @@ order (sparse_speedup's timer). The last line is JSON, per model: both medians i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ from unittest import mock
 
 import numpy as np
 
-from bench.benchmarks.sparse_speedup import _time
+from bench.benchmarks.sparse_speedup import _time, parse_args
 from pruning.compress import CompressionSpec, make_variant
 from pruning.variant import ModelSpec
 
@@ -53,11 +52,7 @@ def _build(model: str, codes: bool):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds")
-    ap.add_argument("--runs", type=int, default=10, help="inferences per configuration per round")
-    args = ap.parse_args(argv)
+    args = parse_args(argv, __doc__, MODELS, 9)
     result = {}
     for model in args.models.split(","):
         (ex_f, out_f, _), (ex_c, out_c, writes) = _build(model, False), _build(model, True)

@@ -96,12 +96,17 @@ def _time(loaded: dict[str, tuple], rounds: int, runs: int) -> dict[str, float]:
     return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+def parse_args(argv: list[str] | None, doc: str, models: tuple[str, ...], rounds: int) -> argparse.Namespace:
+    """--models, --rounds, --runs: the options of the benchmarks that time zoo models in interleaved rounds."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(models), help="comma-separated zoo models")
+    ap.add_argument("--rounds", type=int, default=rounds, help="interleaved timing rounds")
     ap.add_argument("--runs", type=int, default=10, help="inferences per configuration per round")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv, __doc__, MODELS, 10)
     result: dict[str, dict] = {k: {} for k in ("dense_vs_best_peer", "block8x_vs_best_peer_dense",
                                                "block4x_vs_best_peer_dense", "realization_8x", "int8_vs_fp32",
                                                "int8_vs_ort_int8", "best_peer", "ms")}
