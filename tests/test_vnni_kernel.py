@@ -14,14 +14,16 @@ from targets.tvm.vnni_kernels import VNNIPixelPlan, VNNIPlan, plan_pixels, vnni_
 pytestmark = pytest.mark.skipif(not has_vnni(host_target()), reason="this CPU has no AVX512-VNNI")
 
 
-def _build(form, shape, quant, residual, cap, w2):
+def _build(form, shape, quant, residual, cap, w2, codes_in=False, out_quant=None):
     """(library, weights, column table) of one form: channel lanes, or pixel lanes with (rows, vecs)."""
     if form in ("channels", "channels x2"):  # x2: two row-blocks per tile share each broadcast input
         plan = VNNIPlan(shape, *((16, 1) if form == "channels" else (8, 2)))
-        func, wts, table = vnni_conv(plan, quant, residual, True, cap), plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table()
+        func = vnni_conv(plan, quant, residual, True, cap, codes_in, out_quant)
+        wts, table = plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table()
     else:
         plan = VNNIPixelPlan(shape, *form)
-        func, wts, table = vnni_conv_pixels(plan, quant, residual, True, cap), plan.weights(w2), plan.offsets()
+        func = vnni_conv_pixels(plan, quant, residual, True, cap, codes_in, out_quant)
+        wts, table = plan.weights(w2), plan.offsets()
     return tvm.tirx.build(tvm.IRModule({"main": func}), host_target()), wts, table
 
 
@@ -121,15 +123,7 @@ def test_vnni_kernel_reads_and_writes_uint8_codes(c, h, cout, k, stride, form):
     bias = rng.standard_normal(cout, dtype=np.float32)
     outs = []
     for codes in (False, True):
-        if form in ("channels", "channels x2"):
-            plan = VNNIPlan(shape, 8, 2)
-            func = vnni_conv(plan, quant, False, True, 6.0, codes, out_quant if codes else None)
-            wts, table = plan.weights(w2).reshape(plan.row_blocks, -1, 64), plan.table()
-        else:
-            plan = VNNIPixelPlan(shape, *form)
-            func = vnni_conv_pixels(plan, quant, False, True, 6.0, codes, out_quant if codes else None)
-            wts, table = plan.weights(w2), plan.offsets()
-        lib = tvm.tirx.build(tvm.IRModule({"main": func}), host_target())
+        lib, wts, table = _build(form, shape, quant, False, 6.0, w2, codes, out_quant if codes else None)
         args = [quant.codes_np(x) if codes else x, wts, table, VNNIPlan.correction(w2, quant.zero_point), scale, bias,
                 np.zeros(1, np.float32), np.zeros((1, cout, *shape.out_hw), np.uint8 if codes else np.float32)]
         args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]

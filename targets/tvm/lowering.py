@@ -14,6 +14,7 @@ anything else the family does not cover stay on TVM's own lowering elsewhere.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -327,11 +328,12 @@ def _mark_codes(func: relax.Function, chains: dict[relax.Var, _Chain], takes_cod
     for ch in chains.values():
         if ch.fq_head is not None:
             consumers.setdefault(ch.x, []).append(ch)
+    able = functools.cache(takes_codes)  # at most once per layer: it plans the layer's weights
     for var, prod in chains.items():
         cons = consumers.get(var, [])
         if not cons or var in out_vars or {u.var for u in users.get(var, [])} != {c.fq_head for c in cons}:
             continue
-        if any(c.quant != cons[0].quant for c in cons) or not all(map(takes_codes, [prod, *cons])):
+        if any(c.quant != cons[0].quant for c in cons) or not all(map(able, [prod, *cons])):
             continue
         prod.out_quant = cons[0].quant
         for c in cons:
