@@ -149,3 +149,14 @@ threads = 1
     r = run_cli("run", f, "--out", out, "--resume", check=True)
     assert "1 cells already finished were kept" in r.stdout
     assert len(pd.read_parquet(out / "measurements.parquet")) == 2
+
+
+def test_benchmark_scripts_reject_an_unknown_model_before_building(capsys):
+    from bench.benchmarks import int8_codes, sparse_speedup
+
+    for script in (sparse_speedup, int8_codes):
+        with pytest.raises(SystemExit) as exc:
+            script.main(["--models", "resnet18-cifar,resnet99"])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "unknown model 'resnet99'" in err and "resnet18-cifar" in err

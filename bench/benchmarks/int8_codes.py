@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         med = _time({"float32": (ex_f,), "codes": (ex_c,)}, args.rounds, args.runs)
         result[model] = {"float32 ms": round(med["float32"], 3), "codes ms": round(med["codes"], 3),
                          "speedup": round(med["float32"] / med["codes"], 3), "layers writing codes": writes}
-        print(f"{model:<18} int8, float32 between layers {med['float32']:7.3f} ms, uint8 codes "
+        print(f"{model:<18} int8 (measured medians), float32 between layers {med['float32']:7.3f} ms, uint8 codes "
               f"{med['codes']:7.3f} ms ({writes} layers write codes; bit-identical): "
               f"{med['float32'] / med['codes']:.3f}x", flush=True)
         del ex_f, ex_c

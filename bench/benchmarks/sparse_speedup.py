@@ -102,7 +102,16 @@ def parse_args(argv: list[str] | None, doc: str, models: tuple[str, ...], rounds
     ap.add_argument("--models", default=",".join(models), help="comma-separated zoo models")
     ap.add_argument("--rounds", type=int, default=rounds, help="interleaved timing rounds")
     ap.add_argument("--runs", type=int, default=10, help="inferences per configuration per round")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    from pruning.errors import CompressionError
+    from pruning.zoo import entry
+
+    try:  # every model name checked before the first build
+        for model in args.models.split(","):
+            entry(model)
+    except CompressionError as e:
+        ap.error(str(e))
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
