@@ -160,9 +160,9 @@ threads = 1
 
 
 def test_benchmark_scripts_reject_an_unknown_model_before_building(capsys):
-    from bench.benchmarks import int8_codes, sparse_speedup
+    from bench.benchmarks import depthwise_planes, int8_codes, sparse_speedup
 
-    for script in (sparse_speedup, int8_codes):
+    for script in (sparse_speedup, int8_codes, depthwise_planes):
         with pytest.raises(SystemExit) as exc:
             script.main(["--models", "resnet18-cifar,resnet99"])
         assert exc.value.code == 2

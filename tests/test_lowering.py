@@ -62,6 +62,7 @@ def test_16_lane_builds_take_the_pixel_form_and_lower_depthwise_convs():
     assert not left & {"relax.nn.conv2d", "relax.nn.batch_norm", "relax.clip"}, left
     depthwise = [la for la in info["lowered_layers"] if la["br"] == 1 and la["columns"] == 9]
     assert len(depthwise) == 17 and all(la["fused"] == ["bias", "relu6"] for la in depthwise)
+    assert all(la["vectorized"] == "planes" for la in depthwise)  # 4x4 to 32x32 planes: whole vectors
     assert ir_macs(mod) == mb.manifest["macs_dense"]
 
 
@@ -169,13 +170,15 @@ def test_fp16_graph_runs_in_half_precision_and_matches():
     assert 1e-6 < err <= 2e-2 * max(1.0, float(np.abs(ref).max()))  # really computed in half, and close
 
 
-def test_8bit_depthwise_convs_quantize_in_their_pad_stage():
+def test_8bit_depthwise_convs_quantize_their_input_as_they_load_it():
     """In an 8-bit MobileNet-V2 the depthwise convs absorb their input's fake-quant (no divide/round
-    left in the graph) and multiply integer levels exactly in fp32, matching the fake-quant reference."""
+    left in the graph; the plane form quantizes the vectors it loads) and multiply integer levels
+    exactly in fp32, matching the fake-quant reference."""
     mb = make_variant(ModelSpec(name="mobilenetv2-cifar"), CompressionSpec(bits=8))
     mod, info, err, scale = _compile_and_check(mb, lanes=16)
     assert not _ops_left(mod) & {"relax.round", "relax.divide", "relax.nn.conv2d"}, _ops_left(mod)
     depthwise = [la for la in info["lowered_layers"] if la["br"] == 1 and la["columns"] == 9]
     assert len(depthwise) == 17 and all(la.get("arithmetic") == "fp32, exact on int8 levels" for la in depthwise)
+    assert all(la["vectorized"] == "planes" for la in depthwise)
     assert all(la["dtype"] == "int8" for la in info["lowered_layers"])
     assert err <= 1e-3 * max(1.0, scale), err

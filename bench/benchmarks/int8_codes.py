@@ -17,38 +17,21 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
+from bench.benchmarks._switch import build_switched
 from bench.benchmarks.sparse_speedup import _time, parse_args
-from pruning.compress import CompressionSpec, make_variant
-from pruning.variant import ModelSpec
+from pruning.compress import CompressionSpec
 
 MODELS = ("resnet50-cifar", "mobilenetv2-cifar")
 
 
 def _build(model: str, codes: bool):
     """(executor, output on the example input, layers writing codes) of the model's int8 build."""
-    import targets as registry
-    import targets.tvm.lowering as lowering
-    from bench.api import Artifact
-    from bench.verify import check_output
-
-    target = registry.get("host-cpu")
-    variant = make_variant(ModelSpec(name=model, seed=0), CompressionSpec(bits=8))
-    opts = target.parse_options({})
-    workdir = Path(tempfile.mkdtemp(prefix="jb-codes-"))
-    # built directly, not through the artifact cache, whose key does not carry the switch
-    with mock.patch.object(lowering, "CODES", codes):
-        manifest = target.compile(variant, opts, workdir)
-    ex = target.open(None, opts).load(Artifact("host-cpu", workdir, manifest, variant))
-    out = np.asarray(ex.infer(variant.example_input()))
-    check = check_output(out, variant.reference_output, variant.precision)
-    if not check.ok:
-        sys.exit(f"{model} int8 ({'codes' if codes else 'float32'}): {check.message}")
-    writes = sum(la.get("output") == "uint8" for la in manifest["lowered_layers"])
-    return ex, out, writes
+    ex, out, manifest = build_switched(model, CompressionSpec(bits=8), "CODES", codes,
+                                       f"int8, {'codes' if codes else 'float32'}")
+    return ex, out, sum(la.get("output") == "uint8" for la in manifest["lowered_layers"])
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -32,17 +32,21 @@ from targets.tvm.kernels import (
     unpack_compute,
 )
 from targets.tvm.pixel_kernels import conv_compute_pixels, fit_vecs, pixel_layout, schedule_conv_pixels
+from targets.tvm.plane_kernels import depthwise_plane, plane_plan
 from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv_pixels
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 26  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 27  # part of every artifact cache key: bump when lowered code would change
 # channel-lane VNNI tiles (small maps): 8 pixels x 2 row-blocks, each broadcast input byte group feeding
 # two weight vectors; 15% faster than 16 pixels x 1 on ResNet-18's 4x4 layers (fewer loads per vpdpbusd)
 CHANNEL_LANE_TILE = (8, 2)
 # 8-bit layers hand each other uint8 codes where they can (see _mark_codes); a switch so a test can
 # compare both ways bit for bit
 CODES = True
+# depthwise convs whose planes are whole vectors run on planes in registers (plane_kernels.py), the rest
+# in the pixel form; a switch so a benchmark and a test can compare both
+PLANES = True
 
 
 @dataclass
@@ -119,6 +123,10 @@ def ir_macs(mod: tvm.IRModule) -> int:
                 g = int(v.args[1].fields[2].ty.shape[0])  # column groups: ceil(C/4) * kh * kw
                 n, cout, ho, wo = (int(d) for d in b.var.ty.shape)
                 total += n * ho * wo * cout * x_shape[1] * (g // -(-x_shape[1] // 4))
+            elif _op(v, "relax.call_tir") and v.args[0].name_hint.startswith("jb_plane"):
+                c, taps = (int(d) for d in v.args[1].fields[1].ty.shape)
+                n, _, ho, wo = (int(d) for d in b.var.ty.shape)
+                total += n * ho * wo * c * taps
             elif _op(v, "relax.call_tir") and v.args[0].name_hint.startswith("jb_conv"):
                 nb, kmax, br = (int(d) for d in v.args[1].fields[1].ty.shape)
                 n, _, ho, wo = (int(d) for d in b.var.ty.shape)
@@ -400,6 +408,10 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         outscale = (ch.quant.scale * ch.qweight.scale.numpy() * ch.scale).astype(np.float32)
     else:
         gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
+    if PLANES and ch.groups > 1 and _pixel_form(ch, gpu, dense_br):
+        plan = plane_plan(ConvShape(n, cin * ch.groups, h, w, cout, kh, kw, stride, pad, 1, kh * kw), ch.groups)
+        if plan is not None:
+            return _emit_plane(mut, ch, x, plan, gemm_w, outscale, report)
     # float convs on 16-lane CPUs vectorize over pixels (pixel_kernels.py): full registers for 8-row blocks
     layout = None
     if _pixel_form(ch, gpu, dense_br):
@@ -492,6 +504,28 @@ def _fused(ch: _Chain) -> list[str]:
     """The steps a lowered layer's output stage applies, for the layer report."""
     return [s for s, on in (("bias", True), ("residual", ch.residual is not None),
                             ("relu6" if ch.cap == 6 else "relu", ch.relu)) if on]
+
+
+def _emit_plane(mut, ch: _Chain, x, plan, w2: np.ndarray, outscale: np.ndarray | None,
+                report: LoweringReport) -> relax.Expr:
+    """A depthwise conv on whole planes in registers (plane_kernels.py)."""
+    func = depthwise_plane(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+    func = func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8).without_attr("global_symbol")
+    gv = mut.builder_.add_func(func, "jb_plane")
+    s = plan.s
+    args = [x, _const(w2.reshape(s.c, -1).astype(np.float32))]
+    if outscale is not None:
+        args.append(_const(outscale))
+    args.append(_const(ch.bias.astype(np.float32)))
+    if ch.residual is not None:
+        args.append(mut.visit_expr(ch.residual))
+    ho, wo = s.out_hw
+    report.layers.append({"kernel": gv.name_hint, "op": "conv", "out_channels": s.cout, "vectorized": "planes",
+                          "rows_computed": s.cout, "br": 1, "columns": s.kh * s.kw, "gemm_k": s.c * s.kh * s.kw,
+                          "macs": s.n * s.c * ho * wo * s.kh * s.kw, "dtype": "int8" if ch.quant else "float32",
+                          **({"arithmetic": "fp32, exact on int8 levels"} if ch.quant else {}),
+                          "weight_storage_bits": 32, "fused": _fused(ch), **_io(ch)})
+    return relax.call_tir(gv, args, relax.TensorType((s.n, s.cout, ho, wo), _out_dtype(ch)))
 
 
 def _emit_vnni(mut, ch: _Chain, x, shape: ConvShape, w2: np.ndarray, outscale: np.ndarray,

@@ -1,0 +1,80 @@
+"""The plane form of depthwise convs (targets/tvm/plane_kernels.py) against PyTorch: strides, borders,
+batches, residual, the 8-bit path on integer levels, and where the form applies."""
+
+import numpy as np
+import pytest
+import torch
+import tvm
+
+from targets.tvm.kernels import ActQuant, ConvShape
+from targets.tvm.plane_kernels import MAX_VECS, depthwise_plane, plane_plan
+
+
+def _shape(n, c, h, w, k=3, stride=1, pad=1):
+    return ConvShape(n, c, h, w, c, k, k, (stride, stride), (pad,) * 4, 1, k * k)
+
+
+def _run(plan, args, **kw):
+    lib = tvm.tirx.build(tvm.IRModule({"main": depthwise_plane(plan, **kw)}), "llvm")
+    ho, wo = plan.s.out_hw
+    out = tvm.runtime.tensor(np.zeros((plan.s.n, plan.s.c, ho, wo), np.float32))
+    lib["main"](*[tvm.runtime.tensor(a) for a in args], out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("n,c,h,w,k,stride,pad,residual,cap", [
+    (1, 24, 4, 4, 3, 1, 1, False, 6.0),  # one vector per plane: every tap a shuffle with zeros
+    (1, 16, 8, 8, 3, 1, 1, True, None),  # two rows per vector, residual, ReLU
+    (2, 8, 8, 8, 3, 2, 1, False, 6.0),  # stride 2 picks even pixels across four vectors; a batch of 2
+    (1, 8, 32, 32, 3, 2, 1, False, 6.0),  # the largest planes (64 vectors), stride 2
+    (1, 8, 16, 16, 5, 1, 2, False, None),  # 5x5, pad 2
+    (1, 8, 8, 18, 3, 1, 0, True, 6.0),  # no padding, non-square: 6x16 output pixels from 9 input vectors
+])
+def test_plane_depthwise_matches_torch(n, c, h, w, k, stride, pad, residual, cap):
+    s = _shape(n, c, h, w, k, stride, pad)
+    plan = plane_plan(s, groups=c)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    wt = rng.standard_normal((c, k * k), dtype=np.float32)
+    b = rng.standard_normal(c, dtype=np.float32)
+    res = rng.standard_normal((n, c, *s.out_hw), dtype=np.float32)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(wt.reshape(c, 1, k, k)), torch.from_numpy(b),
+                                     stride=stride, padding=pad, groups=c).numpy()
+    args = [x, wt, b] + ([res] if residual else [])
+    if residual:
+        ref = ref + res
+    relu = cap is not None or residual
+    if relu:
+        ref = np.clip(ref, 0, cap if cap is not None else np.inf)
+    out = _run(plan, args, residual=residual, relu=relu, cap=cap)
+    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
+def test_8bit_plane_multiplies_exact_levels():
+    """Quantized in registers (zero where padded) and multiplied on integer levels: exactly the integer
+    convolution of the codes, then scaled."""
+    c, h = 16, 8
+    s = _shape(1, c, h, h)
+    quant = ActQuant(0.05, 3, 255)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, c, h, h), dtype=np.float32)
+    wt = rng.integers(-127, 128, (c, 9)).astype(np.float32)
+    scale = np.full(c, 0.01, np.float32)
+    b = rng.standard_normal(c, dtype=np.float32)
+    levels = quant.codes_np(x).astype(np.int64) - quant.zero_point
+    acc = torch.nn.functional.conv2d(torch.from_numpy(levels), torch.from_numpy(wt.astype(np.int64).reshape(c, 1, 3, 3)),
+                                     padding=1, groups=c).numpy()
+    assert np.abs(acc).max() < 2 ** 24  # exact in float32
+    ref = np.clip(acc.astype(np.float32) * scale[None, :, None, None] + b[None, :, None, None], 0, 6)
+    out = _run(plane_plan(s, c), [x, wt, scale, b], quant=quant, relu=True, cap=6.0)
+    assert np.array_equal(out, ref)
+
+
+def test_plane_form_applies_to_depthwise_planes_of_whole_vectors_only():
+    assert plane_plan(_shape(1, 96, 32, 32), groups=96) is not None
+    assert plane_plan(_shape(1, 96, 64, 64), groups=96) is None  # 256 vectors: past MAX_VECS
+    assert 64 * 64 > MAX_VECS * 16
+    assert plane_plan(_shape(1, 96, 7, 7), groups=96) is None  # 49 pixels: not whole vectors
+    assert plane_plan(_shape(1, 8, 8, 16, pad=0), groups=8) is None  # 6x14 output pixels: not whole vectors
+    grouped = ConvShape(1, 64, 8, 8, 64, 3, 3, (1, 1), (1,) * 4, 1, 18)
+    assert plane_plan(grouped, groups=32) is None  # two input channels per group: not depthwise
