@@ -78,3 +78,47 @@ def test_plane_form_applies_to_depthwise_planes_of_whole_vectors_only():
     assert plane_plan(_shape(1, 8, 8, 16, pad=0), groups=8) is None  # 6x14 output pixels: not whole vectors
     grouped = ConvShape(1, 64, 8, 8, 64, 3, 3, (1, 1), (1,) * 4, 1, 18)
     assert plane_plan(grouped, groups=32) is None  # two input channels per group: not depthwise
+
+
+@pytest.mark.parametrize("codes_in,codes_out", [(True, False), (False, True), (True, True)])
+def test_8bit_plane_reads_and_writes_uint8_codes(codes_in, codes_out):
+    """Fed its input's codes, and storing its output's, the kernel gives exactly the codes of what it
+    computes from float32 (one quantization expression everywhere)."""
+    c, h = 16, 8
+    s = _shape(1, c, h, h, stride=2)
+    quant, out_quant = ActQuant(0.05, 3, 255), ActQuant(0.02, 0, 255)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, c, h, h), dtype=np.float32)
+    wt = rng.integers(-127, 128, (c, 9)).astype(np.float32)
+    scale, b = np.full(c, 0.01, np.float32), rng.standard_normal(c, dtype=np.float32)
+    plan = plane_plan(s, c)
+    floats = _run(plan, [x, wt, scale, b], quant=quant, relu=True, cap=6.0)
+    lib = tvm.tirx.build(tvm.IRModule({"main": depthwise_plane(plan, quant, relu=True, cap=6.0, codes_in=codes_in,
+                                                               out_quant=out_quant if codes_out else None)}), "llvm")
+    out = tvm.runtime.tensor(np.zeros(floats.shape, np.uint8 if codes_out else np.float32))
+    lib["main"](*[tvm.runtime.tensor(a) for a in (quant.codes_np(x) if codes_in else x, wt, scale, b)], out)
+    assert np.array_equal(out.numpy(), out_quant.codes_np(floats) if codes_out else floats)
+
+
+def test_8bit_mobilenet_depthwise_layers_exchange_codes_bit_identically(monkeypatch):
+    """In MobileNet-V2 int8 each depthwise conv reads its expansion's codes and writes its projection's;
+    the output is the same bit for bit as with float32 between all layers."""
+    import targets.tvm.lowering as lowering
+    from pruning.compress import CompressionSpec, make_variant
+    from pruning.variant import ModelSpec
+    from targets.host_cpu import host_target
+    from targets.tvm.importer import to_relax
+    from targets.tvm.vm import VMExecutor
+
+    v = make_variant(ModelSpec(name="mobilenetv2-cifar"), CompressionSpec(bits=8))
+    outs = []
+    for codes in (True, False):
+        monkeypatch.setattr(lowering, "CODES", codes)
+        mod, info = lowering.lower_variant(to_relax(v), v, dense_br=16, vnni=True)
+        outs.append(VMExecutor(tvm.compile(mod, host_target()), tvm.cpu()).infer(v.example_input()))
+        if codes:
+            planes = [la for la in info["lowered_layers"] if la["vectorized"] == "planes"]
+    assert len(planes) == 17
+    # the first depthwise conv follows the stem, which is float32 in (the image) but writes codes too
+    assert sum(la["input"] == "uint8" for la in planes) >= 16 and all(la["output"] == "uint8" for la in planes)
+    assert np.array_equal(outs[0], outs[1])

@@ -37,7 +37,7 @@ from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 27  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 28  # part of every artifact cache key: bump when lowered code would change
 # channel-lane VNNI tiles (small maps): 8 pixels x 2 row-blocks, each broadcast input byte group feeding
 # two weight vectors; 15% faster than 16 pixels x 1 on ResNet-18's 4x4 layers (fewer loads per vpdpbusd)
 CHANNEL_LANE_TILE = (8, 2)
@@ -315,19 +315,37 @@ def _quantized_weights(ch: _Chain) -> np.ndarray:
     return ch.qweight.q.numpy().reshape(ch.weight.shape[0], -1).astype(np.float32)
 
 
+def _stride_pad(ch: _Chain) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """A conv chain's strides and its padding as (top, left, bottom, right)."""
+    p = [int(v) for v in ch.attrs.padding]
+    return tuple(int(v) for v in ch.attrs.strides), ((p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[1], p[0], p[1]))
+
+
+def _plane(ch: _Chain, gpu: bool, dense_br: int):
+    """The plane form's plan of a depthwise conv (plane_kernels.py), or None where it takes another form."""
+    if not (PLANES and ch.groups > 1 and _pixel_form(ch, gpu, dense_br)):
+        return None
+    cout, cin, kh, kw = ch.weight.shape
+    n, _, h, w = (int(d) for d in ch.x.ty.shape)
+    stride, pad = _stride_pad(ch)
+    return plane_plan(ConvShape(n, cin * ch.groups, h, w, cout, kh, kw, stride, pad, 1, kh * kw), ch.groups)
+
+
 def _takes_codes(ch: _Chain, scheme: str, block_rows: int | None, gpu: bool, dense_br: int, vnni: bool) -> bool:
-    """The layer runs on VNNI, whose kernels read and write uint8 codes. (The 8-bit depthwise form did
-    too, for a while: on MobileNet-V2 it measured 2-4% slower with codes than without, in two same-run
-    A/Bs; its pad stage and output stage run on half-width vectors, where the conversions cost more than
-    the bytes saved.)"""
-    if ch.quant is None or ch.groups > 1:
+    """The layer runs on VNNI or in the plane form, whose kernels read and write uint8 codes. (The pixel
+    form's 8-bit depthwise path did too, for a while: on MobileNet-V2 it measured 2-4% slower with codes
+    than without, in two same-run A/Bs; its pad and output stages run on half-width vectors, where the
+    conversions cost more than the bytes saved.)"""
+    if ch.quant is None:
         return False
+    if ch.groups > 1:
+        return _plane(ch, gpu, dense_br) is not None
     return _vnni_form(ch, plan_layer(_quantized_weights(ch), scheme, block_rows, dense_br), vnni)
 
 
 def _mark_codes(func: relax.Function, chains: dict[relax.Var, _Chain], takes_codes) -> None:
     """Where a layer's output goes only into 8-bit layers' absorbed fake-quants, all with the same
-    parameters, and all these layers run on kernels that take codes (VNNI), the producer's output stage
+    parameters, and all these layers run on kernels that take codes (VNNI, planes), the producer's output stage
     stores the uint8 codes and the consumers read them: a quarter of the bytes between the layers, and
     the quantization done once, by the same expression (ActQuant.codes), so the results are the same
     bit for bit. An output that is also a residual or a model output stays float32."""
@@ -400,18 +418,15 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
         stride, pad, h, w = (1, 1), (0, 0, 0, 0), 1, 1
     else:
         n, _, h, w = (int(d) for d in x.ty.shape)
-        stride = tuple(int(s) for s in ch.attrs.strides)
-        p = [int(v) for v in ch.attrs.padding]
-        pad = (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[1], p[0], p[1])
+        stride, pad = _stride_pad(ch)
     if ch.quant is not None:  # plan on the integer levels (exact in float32), requantize in the epilogue
         gemm_w = _quantized_weights(ch)
         outscale = (ch.quant.scale * ch.qweight.scale.numpy() * ch.scale).astype(np.float32)
     else:
         gemm_w, outscale = ch.weight.reshape(cout, -1).astype(np.float32), None
-    if PLANES and ch.groups > 1 and _pixel_form(ch, gpu, dense_br):
-        plan = plane_plan(ConvShape(n, cin * ch.groups, h, w, cout, kh, kw, stride, pad, 1, kh * kw), ch.groups)
-        if plan is not None:
-            return _emit_plane(mut, ch, x, plan, gemm_w, outscale, report)
+    plane = _plane(ch, gpu, dense_br)
+    if plane is not None:
+        return _emit_plane(mut, ch, x, plane, gemm_w, outscale, report)
     # float convs on 16-lane CPUs vectorize over pixels (pixel_kernels.py): full registers for 8-row blocks
     layout = None
     if _pixel_form(ch, gpu, dense_br):
@@ -434,7 +449,7 @@ def _emit(mut, ch: _Chain, scheme: str, block_rows: int | None, report: Lowering
     if _vnni_form(ch, plan, vnni):
         return _emit_vnni(mut, ch, x, ConvShape(n, cin, h, w, cout, kh, kw, stride, pad, 16, kmax, True),
                           gemm_w, outscale, report)
-    assert not (ch.codes_in or ch.out_quant), "only the VNNI kernels read and write uint8 codes"
+    assert not (ch.codes_in or ch.out_quant), "only the VNNI and plane kernels read and write uint8 codes"
     if by_pixels:
         layout = fit_vecs(replace(layout, s=shape), max(3, min(6, 24 // plan.br)), quant=ch.quant is not None)
         func = conv_compute_pixels(layout, bias=True, residual=ch.residual is not None, relu=ch.relu,
@@ -509,7 +524,7 @@ def _fused(ch: _Chain) -> list[str]:
 def _emit_plane(mut, ch: _Chain, x, plan, w2: np.ndarray, outscale: np.ndarray | None,
                 report: LoweringReport) -> relax.Expr:
     """A depthwise conv on whole planes in registers (plane_kernels.py)."""
-    func = depthwise_plane(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap)
+    func = depthwise_plane(plan, ch.quant, ch.residual is not None, ch.relu, ch.cap, ch.codes_in, ch.out_quant)
     func = func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8).without_attr("global_symbol")
     gv = mut.builder_.add_func(func, "jb_plane")
     s = plan.s

@@ -12,7 +12,11 @@ so the zero border is a constant of the shuffle (no padded copy), a stride-2 lay
 pixels the same way, and the output stage (scale, bias, residual, ReLU/ReLU6) runs on the vectors
 before their one store. LLVM turns each shuffle into one or two `vpermt2ps`/`vpermps` with a zero mask.
 An 8-bit layer quantizes the loaded vectors to integer levels (q - zp, zero where padded) and
-multiplies integer-valued weights, exact in float32, like the pixel form's 8-bit depthwise path.
+multiplies integer-valued weights, exact in float32, like the pixel form's 8-bit depthwise path. It
+reads its input's uint8 codes where its producer (a VNNI layer) writes them, and writes its own
+output's codes where every consumer reads codes (lowering._mark_codes): the output stage runs on
+whole vectors, so the conversions cost less than the bytes they save (in the pixel form, on half-width
+vectors, they did not).
 
 The fully unrolled pattern bounds the plane: up to MAX_VECS vectors (32x32) per channel; larger maps
 keep the pixel form.
@@ -90,9 +94,13 @@ def _tap(vecs: list, zero, lanes: list[int], width: int):
 
 
 def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bool = False, relu: bool = False,
-                    cap: float | None = None):
+                    cap: float | None = None, codes_in: bool = False, out_quant: ActQuant | None = None):
     """PrimFunc(X[n, c, h, w], W[c, kh*kw], [outscale[c] if quant], bias[c], [R[n, c, ho, wo]], Y[n, c, ho, wo]).
-    With `quant` the input is quantized to levels and W holds integer levels; outscale rescales."""
+    With `quant` the input is quantized to levels and W holds integer levels; outscale rescales. With
+    `codes_in` X holds the input's uint8 codes already (its producer quantized it by the same expression),
+    and with `out_quant` Y stores the output's codes for 8-bit consumers."""
+    assert quant is not None or not codes_in, "codes in need the input's quantization"
+    in_dtype, out_dtype = ("uint8" if codes_in else "float32"), ("uint8" if out_quant is not None else "float32")
     s, lanes = plan.s, plan.lanes
     ho, wo = s.out_hw
     taps, plane, oplane = s.kh * s.kw, s.h * s.w, ho * wo
@@ -101,15 +109,15 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
         with T.prim_func():
             T.func_name("jb_plane")
             T.func_attr({"tir.noalias": True})
-            X = T.arg("X", T.Buffer((s.n, s.c, s.h, s.w), f32))
+            X = T.arg("X", T.Buffer((s.n, s.c, s.h, s.w), in_dtype))
             W = T.arg("W", T.Buffer((s.c, taps), f32))
             CS = T.arg("outscale", T.Buffer((s.c,), f32)) if quant is not None else None
             B = T.arg("bias", T.Buffer((s.c,), f32))
             R = T.arg("residual", T.Buffer((s.n, s.c, ho, wo), f32)) if residual else None
-            Y = T.arg("Y", T.Buffer((s.n, s.c, ho, wo), f32))
+            Y = T.arg("Y", T.Buffer((s.n, s.c, ho, wo), out_dtype))
             # flat views: a plane is contiguous in NCHW, and its vectors run across rows
-            xf = T.decl_buffer((s.n * s.c * plane,), f32, data=X.data)
-            yf = T.decl_buffer((s.n * s.c * oplane,), f32, data=Y.data)
+            xf = T.decl_buffer((s.n * s.c * plane,), in_dtype, data=X.data)
+            yf = T.decl_buffer((s.n * s.c * oplane,), out_dtype, data=Y.data)
             wf = T.decl_buffer((s.c * taps,), f32, data=W.data)
             rf = T.decl_buffer((s.n * s.c * oplane,), f32, data=R.data) if R is not None else None
             zero = tirx.Broadcast(tirx.const(0.0, f32), lanes)
@@ -118,7 +126,11 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
                 vecs = []
                 for v in range(plan.vecs_in):
                     x = xf[T.Ramp(nc * plane + v * lanes, 1, lanes)]
-                    vecs.append(T.Bind(quant.levels(x) if quant is not None else x))
+                    if codes_in:
+                        x = tirx.Cast(f"float32x{lanes}", x) - tirx.Broadcast(tirx.const(float(quant.zero_point), f32), lanes)
+                    elif quant is not None:
+                        x = quant.levels(x)
+                    vecs.append(T.Bind(x))
                 weights = [T.Bind(wf[c * taps + t]) for t in range(taps)]
                 for k, per_tap in enumerate(plan.sources()):
                     acc = None
@@ -138,5 +150,5 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
                         v = tirx.max(v, zero)
                         if cap is not None:
                             v = tirx.min(v, tirx.Broadcast(tirx.const(cap, f32), lanes))
-                    T.buffer_store(yf, v, [at])
+                    T.buffer_store(yf, out_quant.to_codes(v) if out_quant is not None else v, [at])
     return ib.get()
