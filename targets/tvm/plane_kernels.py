@@ -82,7 +82,20 @@ def plane_plan(s: ConvShape, groups: int, lanes: int = LANES) -> PlanePlan | Non
     return PlanePlan(s, lanes)
 
 
-def _tap(vecs: list, zero, lanes: list[int], width: int):
+class _Lazy(dict):
+    """Input vectors bound on first use: binding a 32x32 plane's 64 vectors up front left LLVM more live
+    vectors than registers (0.036 -> 0.023-0.033 ms on a 144-channel 32x32 layer alone)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, v: int):
+        self[v] = self.make(v)
+        return self[v]
+
+
+def _tap(vecs: _Lazy, zero, lanes: list[int], width: int):
     """One tap of one output vector: a shuffle of the input vectors it reads (and zeros), or the vector itself."""
     used = sorted({p // width for p in lanes if p >= 0})
     if not used:
@@ -123,14 +136,16 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
             zero = tirx.Broadcast(tirx.const(0.0, f32), lanes)
             with T.parallel(0, s.n * s.c) as nc:
                 c = T.Bind(nc % s.c)
-                vecs = []
-                for v in range(plan.vecs_in):
+
+                def load(v):
                     x = xf[T.Ramp(nc * plane + v * lanes, 1, lanes)]
                     if codes_in:
                         x = tirx.Cast(f"float32x{lanes}", x) - tirx.Broadcast(tirx.const(float(quant.zero_point), f32), lanes)
                     elif quant is not None:
                         x = quant.levels(x)
-                    vecs.append(T.Bind(x))
+                    return T.Bind(x)
+
+                vecs = _Lazy(load)  # each input vector bound just before the first output vector reading it
                 weights = [T.Bind(wf[c * taps + t]) for t in range(taps)]
                 for k, per_tap in enumerate(plan.sources()):
                     acc = None
