@@ -219,12 +219,14 @@ def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant, codes_in: b
     so every lane may load."""
     inside = tirx.all(col >= 0, col < W)
     code = _coder(quant, codes_in)
-    word = tirx.const(0, "int32")
+    # packed unsigned: a zero point of 128 or more in the top byte (a channel past C) folds to a constant
+    # beyond int32, which this TVM refuses to build
+    word = tirx.const(0, "uint32")
     for k in range(4):
         v = x[n, tirx.min(c0 + k, C - 1), y, tirx.max(tirx.min(col, W - 1), 0)]
         q = tirx.Select(tirx.all(inside, c0 + k < C), code(v), tirx.const(quant.zero_point, "uint8"))
-        word = word | (tirx.Cast("int32", q) << (8 * k))
-    return word
+        word = word | (tirx.Cast("uint32", q) << tirx.const(8 * k, "uint32"))
+    return tirx.reinterpret("int32", word)
 
 
 def _clamp(v, lo: float, hi: float, lanes: int):
