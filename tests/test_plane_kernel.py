@@ -1,5 +1,6 @@
 """The plane form of depthwise convs (targets/tvm/plane_kernels.py) against PyTorch: strides, borders,
-batches, residual, the 8-bit path on integer levels, and where the form applies."""
+planes that are not whole vectors, batches, residual, the 8-bit path on integer levels and its uint8
+codes, and where the form applies."""
 
 import numpy as np
 import pytest
@@ -29,6 +30,9 @@ def _run(plan, args, **kw):
     (1, 8, 32, 32, 3, 2, 1, False, 6.0),  # the largest planes (64 vectors), stride 2
     (1, 8, 16, 16, 5, 1, 2, False, None),  # 5x5, pad 2
     (1, 8, 8, 18, 3, 1, 0, True, 6.0),  # no padding, non-square: 6x16 output pixels from 9 input vectors
+    (1, 24, 7, 7, 3, 1, 1, True, 6.0),  # 49 pixels: three vectors and one ending with the plane, overlapping
+    (2, 8, 14, 14, 3, 2, 1, False, 6.0),  # 196 -> 49 pixels, stride 2, a batch of 2: tails in and out
+    (1, 8, 8, 16, 3, 1, 0, False, None),  # 6x14 output pixels (84): an overlapping last output vector
 ])
 def test_plane_depthwise_matches_torch(n, c, h, w, k, stride, pad, residual, cap):
     s = _shape(n, c, h, w, k, stride, pad)
@@ -70,22 +74,24 @@ def test_8bit_plane_multiplies_exact_levels():
     assert np.array_equal(out, ref)
 
 
-def test_plane_form_applies_to_depthwise_planes_of_whole_vectors_only():
+def test_plane_form_applies_to_depthwise_planes_from_one_to_max_vectors():
     assert plane_plan(_shape(1, 96, 32, 32), groups=96) is not None
     assert plane_plan(_shape(1, 96, 64, 64), groups=96) is None  # 256 vectors: past MAX_VECS
     assert 64 * 64 > MAX_VECS * 16
-    assert plane_plan(_shape(1, 96, 7, 7), groups=96) is None  # 49 pixels: not whole vectors
-    assert plane_plan(_shape(1, 8, 8, 16, pad=0), groups=8) is None  # 6x14 output pixels: not whole vectors
+    assert plane_plan(_shape(1, 96, 3, 3), groups=96) is None  # 9 pixels: less than one vector
+    assert plane_plan(_shape(1, 96, 6, 6, stride=2), groups=96) is None  # 9 output pixels
+    assert plane_plan(_shape(1, 96, 7, 7), groups=96).starts_in == [0, 16, 32, 33]  # the last ends with the plane
     grouped = ConvShape(1, 64, 8, 8, 64, 3, 3, (1, 1), (1,) * 4, 1, 18)
     assert plane_plan(grouped, groups=32) is None  # two input channels per group: not depthwise
 
 
-@pytest.mark.parametrize("codes_in,codes_out", [(True, False), (False, True), (True, True)])
-def test_8bit_plane_reads_and_writes_uint8_codes(codes_in, codes_out):
+@pytest.mark.parametrize("codes_in,codes_out,h,stride", [(True, False, 8, 2), (False, True, 8, 2), (True, True, 8, 2),
+                                                        (True, True, 7, 1)])  # 7x7: overlapping tail vectors
+def test_8bit_plane_reads_and_writes_uint8_codes(codes_in, codes_out, h, stride):
     """Fed its input's codes, and storing its output's, the kernel gives exactly the codes of what it
     computes from float32 (one quantization expression everywhere)."""
-    c, h = 16, 8
-    s = _shape(1, c, h, h, stride=2)
+    c = 16
+    s = _shape(1, c, h, h, stride=stride)
     quant, out_quant = ActQuant(0.05, 3, 255), ActQuant(0.02, 0, 255)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, c, h, h), dtype=np.float32)

@@ -3,7 +3,7 @@
 A depthwise layer has one input channel per output channel and kh*kw taps: little arithmetic per byte,
 so the pixel form's pad copy, its strided row tiles and its separate output pass cost more than the
 multiply-adds (a 144-channel 32x32 layer spent 36% of its time padding). Here each channel's plane is
-loaded as it lies in NCHW, `h*w / 16` vectors, and every tap of every output vector is one shuffle of
+loaded as it lies in NCHW, `ceil(h*w / 16)` vectors, and every tap of every output vector is one shuffle of
 those vectors with a zero vector, its lane pattern fixed when the kernel is generated:
 
     out[16k + l] = sum_t  W[c, t] * (in[src(k, l, t)] if the tap lands inside the map else 0)
@@ -21,8 +21,10 @@ whole vectors, and the conversions cost about what the fewer bytes save (MobileN
 VNNI-only codes and codes through the planes measured 1.119, 1.120 and 1.112 ms in one run), where in
 the pixel form, on half-width vectors, they cost more.
 
-The fully unrolled pattern bounds the plane: up to MAX_VECS vectors (32x32) per channel; larger maps
-keep the pixel form.
+A plane that is not a multiple of 16 pixels (7x7, 14x14) ends with one vector that ends with the
+plane, overlapping the one before: every load and store stays inside the plane, and the overlapping
+output lanes are computed twice to the same value. The fully unrolled pattern bounds the plane: up to
+MAX_VECS vectors (32x32) per channel; larger maps, and planes under one vector, keep the pixel form.
 """
 
 from __future__ import annotations
@@ -39,34 +41,47 @@ LANES = 16
 MAX_VECS = 64  # input vectors per plane: a 32x32 map (the unrolled shuffles grow with the plane)
 
 
+def vector_starts(pixels: int, lanes: int) -> list[int]:
+    """Where each vector of a plane of `pixels` starts: whole vectors, then, where the plane is not a
+    multiple of `lanes`, one more that ends with the plane (overlapping the one before, so every load
+    and store stays inside the plane: no masked access, and an overlapping store writes equal values)."""
+    starts = list(range(0, pixels - lanes + 1, lanes))
+    return starts + ([pixels - lanes] if pixels % lanes else [])
+
+
 @dataclass(frozen=True)
 class PlanePlan:
-    """A depthwise ConvShape (one input channel per output channel) whose planes are whole vectors."""
+    """A depthwise ConvShape (one input channel per output channel) with planes of at least one vector."""
 
     s: ConvShape
     lanes: int = LANES
 
     @property
-    def vecs_in(self) -> int:
-        return self.s.h * self.s.w // self.lanes
+    def starts_in(self) -> list[int]:
+        return vector_starts(self.s.h * self.s.w, self.lanes)
 
     @property
-    def vecs_out(self) -> int:
+    def starts_out(self) -> list[int]:
         ho, wo = self.s.out_hw
-        return ho * wo // self.lanes
+        return vector_starts(ho * wo, self.lanes)
+
+    def vector_of(self, p: int) -> tuple[int, int]:
+        """(input vector, lane) holding flat input pixel `p`."""
+        full = self.s.h * self.s.w // self.lanes
+        return divmod(p, self.lanes) if p < full * self.lanes else (full, p - self.starts_in[-1])
 
     def sources(self) -> list[list[list[int]]]:
         """[output vector][tap][lane]: the flat input pixel each lane of each tap reads, -1 in the border."""
         s, lanes = self.s, self.lanes
         (_, wo), (sh, sw) = s.out_hw, s.stride
         out = []
-        for k in range(self.vecs_out):
+        for start in self.starts_out:
             taps = []
             for ki in range(s.kh):
                 for kj in range(s.kw):
                     row = []
                     for lane in range(lanes):
-                        r, c = divmod(k * lanes + lane, wo)
+                        r, c = divmod(start + lane, wo)
                         y, x = r * sh + ki - s.pad[0], c * sw + kj - s.pad[1]
                         row.append(y * s.w + x if 0 <= y < s.h and 0 <= x < s.w else -1)
                     taps.append(row)
@@ -76,11 +91,11 @@ class PlanePlan:
 
 def plane_plan(s: ConvShape, groups: int, lanes: int = LANES) -> PlanePlan | None:
     """The plane form of a grouped conv, or None where it does not apply: not depthwise (one input and
-    one output channel per group), or planes that are not whole vectors or exceed MAX_VECS."""
+    one output channel per group), or planes smaller than one vector or larger than MAX_VECS."""
     ho, wo = s.out_hw
     if groups != s.c or s.cout != s.c or ho <= 0 or wo <= 0:
         return None
-    if (s.h * s.w) % lanes or (ho * wo) % lanes or s.h * s.w > MAX_VECS * lanes:
+    if min(s.h * s.w, ho * wo) < lanes or s.h * s.w > MAX_VECS * lanes:
         return None
     return PlanePlan(s, lanes)
 
@@ -98,14 +113,16 @@ class _Lazy(dict):
         return self[v]
 
 
-def _tap(vecs: _Lazy, zero, lanes: list[int], width: int):
+def _tap(plan: PlanePlan, vecs: _Lazy, zero, pixels: list[int]):
     """One tap of one output vector: a shuffle of the input vectors it reads (and zeros), or the vector itself."""
-    used = sorted({p // width for p in lanes if p >= 0})
+    at = [plan.vector_of(p) if p >= 0 else None for p in pixels]
+    used = sorted({v for v, _ in filter(None, at)})
     if not used:
         return None
-    if len(used) == 1 and lanes == list(range(used[0] * width, (used[0] + 1) * width)):
+    lanes = plan.lanes
+    if len(used) == 1 and at == [(used[0], i) for i in range(lanes)]:
         return vecs[used[0]]
-    index = [used.index(p // width) * width + p % width if p >= 0 else len(used) * width for p in lanes]
+    index = [used.index(a[0]) * lanes + a[1] if a is not None else len(used) * lanes for a in at]
     return tirx.Shuffle([vecs[u] for u in used] + [zero], [tirx.const(i, "int32") for i in index])
 
 
@@ -120,6 +137,7 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
     s, lanes = plan.s, plan.lanes
     ho, wo = s.out_hw
     taps, plane, oplane = s.kh * s.kw, s.h * s.w, ho * wo
+    starts_in = plan.starts_in
     f32 = "float32"
     with IRBuilder() as ib:
         with T.prim_func():
@@ -141,7 +159,7 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
                 c = T.Bind(nc % s.c)
 
                 def load(v):
-                    x = xf[T.Ramp(nc * plane + v * lanes, 1, lanes)]
+                    x = xf[T.Ramp(nc * plane + starts_in[v], 1, lanes)]
                     if codes_in:
                         x = tirx.Cast(f"float32x{lanes}", x) - tirx.Broadcast(tirx.const(float(quant.zero_point), f32), lanes)
                     elif quant is not None:
@@ -150,10 +168,10 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
 
                 vecs = _Lazy(load)  # each input vector bound just before the first output vector reading it
                 weights = [T.Bind(wf[c * taps + t]) for t in range(taps)]
-                for k, per_tap in enumerate(plan.sources()):
+                for start, per_tap in zip(plan.starts_out, plan.sources(), strict=True):
                     acc = None
                     for t, src in enumerate(per_tap):
-                        tap = _tap(vecs, zero, src, lanes)
+                        tap = _tap(plan, vecs, zero, src)
                         if tap is not None:
                             term = tap * tirx.Broadcast(weights[t], lanes)
                             acc = term if acc is None else acc + term
@@ -161,7 +179,7 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
                     if CS is not None:
                         v = v * tirx.Broadcast(CS[c], lanes)
                     v = v + tirx.Broadcast(B[c], lanes)
-                    at = T.Ramp(nc * oplane + k * lanes, 1, lanes)
+                    at = T.Ramp(nc * oplane + start, 1, lanes)
                     if rf is not None:
                         v = v + rf[at]
                     if relu:
