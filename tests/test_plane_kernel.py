@@ -33,6 +33,9 @@ def _run(plan, args, **kw):
     (1, 24, 7, 7, 3, 1, 1, True, 6.0),  # 49 pixels: three vectors and one ending with the plane, overlapping
     (2, 8, 14, 14, 3, 2, 1, False, 6.0),  # 196 -> 49 pixels, stride 2, a batch of 2: tails in and out
     (1, 8, 8, 16, 3, 1, 0, False, None),  # 6x14 output pixels (84): an overlapping last output vector
+    (1, 4, 56, 56, 3, 1, 1, True, 6.0),  # past 32x32: bands of 2 rows (7 vectors), one loop body between border bands
+    (2, 4, 56, 56, 3, 2, 1, False, 6.0),  # stride 2 in bands of 4 output rows (8 input rows)
+    (1, 2, 112, 112, 3, 2, 1, False, None),  # ImageNet's stem-side depthwise: 112 -> 56
 ])
 def test_plane_depthwise_matches_torch(n, c, h, w, k, stride, pad, residual, cap):
     s = _shape(n, c, h, w, k, stride, pad)
@@ -76,8 +79,9 @@ def test_8bit_plane_multiplies_exact_levels():
 
 def test_plane_form_applies_to_depthwise_planes_from_one_to_max_vectors():
     assert plane_plan(_shape(1, 96, 32, 32), groups=96) is not None
-    assert plane_plan(_shape(1, 96, 64, 64), groups=96) is None  # 256 vectors: past MAX_VECS
-    assert 64 * 64 > MAX_VECS * 16
+    big = plane_plan(_shape(1, 96, 64, 64), groups=96)  # 256 vectors: past MAX_VECS, so in bands of one row
+    assert 64 * 64 > MAX_VECS * 16 and (big.rows, big.bands) == (1, 64)
+    assert plane_plan(_shape(1, 96, 50, 50), groups=96) is None  # 2500 pixels: past MAX_VECS and not whole vectors
     assert plane_plan(_shape(1, 96, 3, 3), groups=96) is None  # 9 pixels: less than one vector
     assert plane_plan(_shape(1, 96, 6, 6, stride=2), groups=96) is None  # 9 output pixels
     assert plane_plan(_shape(1, 96, 7, 7), groups=96).starts_in == [0, 16, 32, 33]  # the last ends with the plane

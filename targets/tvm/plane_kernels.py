@@ -51,53 +51,86 @@ def vector_starts(pixels: int, lanes: int) -> list[int]:
 
 @dataclass(frozen=True)
 class PlanePlan:
-    """A depthwise ConvShape (one input channel per output channel) with planes of at least one vector."""
+    """A depthwise ConvShape (one input channel per output channel) with planes of at least one vector,
+    whole, or in bands of `rows` output rows where the plane is larger than MAX_VECS vectors."""
 
     s: ConvShape
     lanes: int = LANES
+    rows: int = 0  # output rows per band; 0: the whole plane at once
+
+    @property
+    def bands(self) -> int:
+        return self.s.out_hw[0] // self.rows if self.rows else 1
 
     @property
     def starts_in(self) -> list[int]:
         return vector_starts(self.s.h * self.s.w, self.lanes)
 
-    @property
+    def bases(self, b):
+        """(input, output) flat offset of band `b` (an int or a loop variable) in its plane."""
+        return (b * (self.rows * self.s.stride[0] * self.s.w), b * (self.rows * self.s.out_hw[1])) if self.rows else (0, 0)
+
     def starts_out(self) -> list[int]:
+        """Where each output vector of a band starts, from the band's output base."""
         ho, wo = self.s.out_hw
-        return vector_starts(ho * wo, self.lanes)
+        return list(range(0, self.rows * wo, self.lanes)) if self.rows else vector_starts(ho * wo, self.lanes)
 
     def vector_of(self, p: int) -> tuple[int, int]:
-        """(input vector, lane) holding flat input pixel `p`."""
+        """(input vector, lane) holding input pixel `p`, counted from the band's input base."""
         full = self.s.h * self.s.w // self.lanes
-        return divmod(p, self.lanes) if p < full * self.lanes else (full, p - self.starts_in[-1])
+        if self.rows or p < full * self.lanes:
+            return divmod(p, self.lanes)
+        return full, p - self.starts_in[-1]
 
-    def sources(self) -> list[list[list[int]]]:
-        """[output vector][tap][lane]: the flat input pixel each lane of each tap reads, -1 in the border."""
+    def load_start(self, v: int) -> int:
+        """Where input vector `v` starts, from the band's input base (negative: rows above the band)."""
+        return v * self.lanes if self.rows else self.starts_in[v]
+
+    def sources(self, b: int = 0) -> list[list[list[int | None]]]:
+        """[output vector][tap][lane] of band `b`: the input pixel each lane of each tap reads, counted
+        from the band's input base; None in the zero border."""
         s, lanes = self.s, self.lanes
         (_, wo), (sh, sw) = s.out_hw, s.stride
+        in_base, out_base = self.bases(b)
         out = []
-        for start in self.starts_out:
+        for start in self.starts_out():
             taps = []
             for ki in range(s.kh):
                 for kj in range(s.kw):
                     row = []
                     for lane in range(lanes):
-                        r, c = divmod(start + lane, wo)
+                        r, c = divmod(out_base + start + lane, wo)
                         y, x = r * sh + ki - s.pad[0], c * sw + kj - s.pad[1]
-                        row.append(y * s.w + x if 0 <= y < s.h and 0 <= x < s.w else -1)
+                        row.append(y * s.w + x - in_base if 0 <= y < s.h and 0 <= x < s.w else None)
                     taps.append(row)
             out.append(taps)
         return out
 
 
+def _banded(s: ConvShape, lanes: int) -> PlanePlan | None:
+    """A plane too large to unroll whole, in bands of the fewest output rows that keep every band's input
+    and output on vector boundaries; the bands between the first and the last must read the same pattern
+    (no border rows), so one loop body serves them."""
+    ho, wo = s.out_hw
+    if (s.h * s.w) % lanes or (ho * wo) % lanes:
+        return None
+    rows = next((r for r in range(1, ho + 1) if ho % r == 0 and (r * wo) % lanes == 0
+                 and (r * s.stride[0] * s.w) % lanes == 0), None)
+    if rows is None or ho // rows < 3 or rows * wo > MAX_VECS * lanes:
+        return None
+    plan = PlanePlan(s, lanes, rows)
+    middle = plan.sources(1)
+    return plan if all(plan.sources(b) == middle for b in range(2, plan.bands - 1)) else None
+
+
 def plane_plan(s: ConvShape, groups: int, lanes: int = LANES) -> PlanePlan | None:
     """The plane form of a grouped conv, or None where it does not apply: not depthwise (one input and
-    one output channel per group), or planes smaller than one vector or larger than MAX_VECS."""
+    one output channel per group), planes smaller than one vector, or larger than MAX_VECS vectors
+    without a banding whose vectors stay whole."""
     ho, wo = s.out_hw
-    if groups != s.c or s.cout != s.c or ho <= 0 or wo <= 0:
+    if groups != s.c or s.cout != s.c or ho <= 0 or wo <= 0 or min(s.h * s.w, ho * wo) < lanes:
         return None
-    if min(s.h * s.w, ho * wo) < lanes or s.h * s.w > MAX_VECS * lanes:
-        return None
-    return PlanePlan(s, lanes)
+    return PlanePlan(s, lanes) if s.h * s.w <= MAX_VECS * lanes else _banded(s, lanes)
 
 
 class _Lazy(dict):
@@ -113,9 +146,9 @@ class _Lazy(dict):
         return self[v]
 
 
-def _tap(plan: PlanePlan, vecs: _Lazy, zero, pixels: list[int]):
+def _tap(plan: PlanePlan, vecs: _Lazy, zero, pixels: list[int | None]):
     """One tap of one output vector: a shuffle of the input vectors it reads (and zeros), or the vector itself."""
-    at = [plan.vector_of(p) if p >= 0 else None for p in pixels]
+    at = [plan.vector_of(p) if p is not None else None for p in pixels]
     used = sorted({v for v, _ in filter(None, at)})
     if not used:
         return None
@@ -137,7 +170,6 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
     s, lanes = plan.s, plan.lanes
     ho, wo = s.out_hw
     taps, plane, oplane = s.kh * s.kw, s.h * s.w, ho * wo
-    starts_in = plan.starts_in
     f32 = "float32"
     with IRBuilder() as ib:
         with T.prim_func():
@@ -158,33 +190,45 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
             with T.parallel(0, s.n * s.c) as nc:
                 c = T.Bind(nc % s.c)
 
-                def load(v):
-                    x = xf[T.Ramp(nc * plane + starts_in[v], 1, lanes)]
-                    if codes_in:
-                        x = tirx.Cast(f"float32x{lanes}", x) - tirx.Broadcast(tirx.const(float(quant.zero_point), f32), lanes)
-                    elif quant is not None:
-                        x = quant.levels(x)
-                    return T.Bind(x)
-
-                vecs = _Lazy(load)  # each input vector bound just before the first output vector reading it
                 weights = [T.Bind(wf[c * taps + t]) for t in range(taps)]
-                for start, per_tap in zip(plan.starts_out, plan.sources(), strict=True):
-                    acc = None
-                    for t, src in enumerate(per_tap):
-                        tap = _tap(plan, vecs, zero, src)
-                        if tap is not None:
-                            term = tap * tirx.Broadcast(weights[t], lanes)
-                            acc = term if acc is None else acc + term
-                    v = zero if acc is None else acc
-                    if CS is not None:
-                        v = v * tirx.Broadcast(CS[c], lanes)
-                    v = v + tirx.Broadcast(B[c], lanes)
-                    at = T.Ramp(nc * oplane + start, 1, lanes)
-                    if rf is not None:
-                        v = v + rf[at]
-                    if relu:
-                        v = tirx.max(v, zero)
-                        if cap is not None:
-                            v = tirx.min(v, tirx.Broadcast(tirx.const(cap, f32), lanes))
-                    T.buffer_store(yf, out_quant.to_codes(v) if out_quant is not None else v, [at])
+
+                def band(b, pattern: int):
+                    """One band's output vectors; `b` the band (int or loop variable), `pattern` the band
+                    whose taps it reads (the same as b's)."""
+                    in_base, out_base = plan.bases(b)
+
+                    def load(v):
+                        x = xf[T.Ramp(nc * plane + in_base + plan.load_start(v), 1, lanes)]
+                        if codes_in:
+                            x = tirx.Cast(f"float32x{lanes}", x) - tirx.Broadcast(tirx.const(float(quant.zero_point), f32), lanes)
+                        elif quant is not None:
+                            x = quant.levels(x)
+                        return T.Bind(x)
+
+                    vecs = _Lazy(load)  # each input vector bound just before the first output vector reading it
+                    for start, per_tap in zip(plan.starts_out(), plan.sources(pattern), strict=True):
+                        acc = None
+                        for t, src in enumerate(per_tap):
+                            tap = _tap(plan, vecs, zero, src)
+                            if tap is not None:
+                                term = tap * tirx.Broadcast(weights[t], lanes)
+                                acc = term if acc is None else acc + term
+                        v = zero if acc is None else acc
+                        if CS is not None:
+                            v = v * tirx.Broadcast(CS[c], lanes)
+                        v = v + tirx.Broadcast(B[c], lanes)
+                        at = T.Ramp(nc * oplane + out_base + start, 1, lanes)
+                        if rf is not None:
+                            v = v + rf[at]
+                        if relu:
+                            v = tirx.max(v, zero)
+                            if cap is not None:
+                                v = tirx.min(v, tirx.Broadcast(tirx.const(cap, f32), lanes))
+                        T.buffer_store(yf, out_quant.to_codes(v) if out_quant is not None else v, [at])
+
+                band(0, 0)
+                if plan.bands > 1:  # the first and last bands read border rows; those between, one loop body
+                    with T.serial(1, plan.bands - 1) as b:
+                        band(b, 1)
+                    band(plan.bands - 1, plan.bands - 1)
     return ib.get()
