@@ -23,8 +23,10 @@ the pixel form, on half-width vectors, they cost more.
 
 A plane that is not a multiple of 16 pixels (7x7, 14x14) ends with one vector that ends with the
 plane, overlapping the one before: every load and store stays inside the plane, and the overlapping
-output lanes are computed twice to the same value. The fully unrolled pattern bounds the plane: up to
-MAX_VECS vectors (32x32) per channel; larger maps, and planes under one vector, keep the pixel form.
+output lanes are computed twice to the same value. The pattern is unrolled whole up to MAX_VECS
+vectors (32x32) per channel; a larger plane runs in bands of the fewest output rows that keep every
+band on vector boundaries (ImageNet's 112x112: one row, 7 vectors), the first and last band (which
+read the border) unrolled and those between one loop body. Planes under one vector keep the pixel form.
 """
 
 from __future__ import annotations
