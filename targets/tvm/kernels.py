@@ -130,6 +130,19 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
     return te.create_prim_func([*inputs, *extra, out])
 
 
+def activation(v, relu: bool, cap: float | None, lanes: int = 1):
+    """ReLU of a float32 scalar or `lanes`-lane vector, clipped at `cap` when given (ReLU6); `v` itself
+    without `relu`. The output stage of every kernel form ends with it."""
+    if not relu:
+        return v
+
+    def const(x: float):
+        return tirx.Broadcast(tirx.const(x, "float32"), lanes) if lanes > 1 else tirx.const(x, "float32")
+
+    v = tirx.max(v, const(0.0))
+    return v if cap is None else tirx.min(v, const(cap))
+
+
 def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual: bool, full_cout: int | None,
                    scaled: bool = False, cap: float | None = None):
     """The output stage both kernel forms share: out[n, co, ho, wo] = act(row(n, k, ho, wo) [* scale[co]]
@@ -155,9 +168,7 @@ def fused_epilogue(s: ConvShape, row, acc: str, relu: bool, bias: bool, residual
             v = v + B[co]
         if R is not None:
             v = v + R[n, co, ho, wo]
-        if relu:
-            v = tirx.max(v, tirx.const(0.0, "float32"))
-        return tirx.min(v, tirx.const(cap, "float32")) if relu and cap is not None else v
+        return activation(v, relu, cap)
 
     out = te.compute((s.n, cout, ho_n, wo_n), epilogue, name="jb_out")
     return [t for t in (CS, B, R, MAP) if t is not None], out

@@ -44,8 +44,8 @@ CHANNEL_LANE_TILE = (8, 2)
 # 8-bit layers hand each other uint8 codes where they can (see _mark_codes); a switch so a test can
 # compare both ways bit for bit
 CODES = True
-# depthwise convs whose planes are whole vectors run on planes in registers (plane_kernels.py), the rest
-# in the pixel form; a switch so a benchmark and a test can compare both
+# depthwise convs with planes of at least one vector run on planes in registers (plane_kernels.py), the
+# rest in the pixel form; a switch so a benchmark and a test can compare both
 PLANES = True
 
 

@@ -37,7 +37,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from targets.tvm.kernels import ActQuant, ConvShape
+from targets.tvm.kernels import ActQuant, ConvShape, activation
 
 LANES = 16
 MAX_VECS = 64  # input vectors per plane: a 32x32 map (the unrolled shuffles grow with the plane)
@@ -222,10 +222,7 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
                         at = T.Ramp(nc * oplane + out_base + start, 1, lanes)
                         if rf is not None:
                             v = v + rf[at]
-                        if relu:
-                            v = tirx.max(v, zero)
-                            if cap is not None:
-                                v = tirx.min(v, tirx.Broadcast(tirx.const(cap, f32), lanes))
+                        v = activation(v, relu, cap, lanes)
                         T.buffer_store(yf, out_quant.to_codes(v) if out_quant is not None else v, [at])
 
                 band(0, 0)

@@ -28,7 +28,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from targets.tvm.kernels import ActQuant, ConvShape, one_parallel_region
+from targets.tvm.kernels import ActQuant, ConvShape, activation, one_parallel_region
 from targets.tvm.pixel_kernels import PixelLayout, choose_vecs, pixel_layout
 from targets.tvm.prefetch import AHEAD
 
@@ -97,8 +97,6 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
     NTH, NTW = HO // TH, WO // TW
     PX = TH * TW
     zp = float(quant.zero_point)
-    lo = 0.0 if relu else -3.0e38
-    hi = cap if (relu and cap is not None) else 3.0e38
     RES = residual
     RSHAPE = (N, COUT, HO, WO) if residual else (1,)  # without a residual the call passes a 1-element stand-in
     XT, OT = ("uint8" if codes_in else "float32"), ("uint8" if out_quant else "float32")
@@ -141,9 +139,9 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
                     for tx in range(TW):
                         v: T.let = T.Cast("float32", acc[(q * PX + ty * TW + tx) * 16 + r] + corr[co]) * outscale[co] + bias[co]
                         if RES:
-                            out[n, co, y0 + ty, x0 + tx] = emit(_clamp(v + res[n, co, y0 + ty, x0 + tx], lo, hi, 1))
+                            out[n, co, y0 + ty, x0 + tx] = emit(activation(v + res[n, co, y0 + ty, x0 + tx], relu, cap, 1))
                         else:
-                            out[n, co, y0 + ty, x0 + tx] = emit(_clamp(v, lo, hi, 1))
+                            out[n, co, y0 + ty, x0 + tx] = emit(activation(v, relu, cap, 1))
 
     return one_parallel_region(main)
 
@@ -229,15 +227,6 @@ def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant, codes_in: b
     return tirx.reinterpret("int32", word)
 
 
-def _clamp(v, lo: float, hi: float, lanes: int):
-    """max(lo, min(v, hi)) over `lanes` float32 lanes (a bound beyond +-3e38 is no bound)."""
-    if lo > -3.0e38:
-        v = tirx.max(v, tirx.Broadcast(tirx.const(lo, "float32"), lanes) if lanes > 1 else tirx.const(lo, "float32"))
-    if hi < 3.0e38:
-        v = tirx.min(v, tirx.Broadcast(tirx.const(hi, "float32"), lanes) if lanes > 1 else tirx.const(hi, "float32"))
-    return v
-
-
 def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None,
                      codes_in: bool = False, out_quant: ActQuant | None = None):
     """PrimFunc(x, w, off, corr, outscale, bias, residual (a 1-element stand-in without one), out).
@@ -253,8 +242,6 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
     TOP, LEFT = s.pad[0], s.pad[1]
     HO, WO = s.out_hw
     zp = float(quant.zero_point)
-    lo = 0.0 if relu else -3.0e38
-    hi = cap if (relu and cap is not None) else 3.0e38
     RES, EXACT = residual, p.exact
     RSHAPE = (N, COUT, HO, WO) if residual else (1,)
     RSIZE = N * COUT * HO * WO if residual else 1
@@ -312,16 +299,16 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
                         if not EXACT:
                             ys[T.ramp((n * NB * R + co) * PADDED + p0 + v * 16, 1, 16)] = val
                         elif RES:
-                            outf[T.ramp(at, 1, 16)] = emit(_clamp(val + resf[T.ramp(at, 1, 16)], lo, hi, 16))
+                            outf[T.ramp(at, 1, 16)] = emit(activation(val + resf[T.ramp(at, 1, 16)], relu, cap, 16))
                         else:
-                            outf[T.ramp(at, 1, 16)] = emit(_clamp(val, lo, hi, 16))
+                            outf[T.ramp(at, 1, 16)] = emit(activation(val, relu, cap, 16))
         if not EXACT:
             for nco in T.parallel(N * COUT):
                 for ho, wo in T.grid(HO, WO):
                     val: T.let = ys[(nco // COUT * NB * R + nco % COUT) * PADDED + ho * WQ + wo]
                     if RES:
-                        outf[(nco * HO + ho) * WO + wo] = emit(_clamp(val + resf[(nco * HO + ho) * WO + wo], lo, hi, 1))
+                        outf[(nco * HO + ho) * WO + wo] = emit(activation(val + resf[(nco * HO + ho) * WO + wo], relu, cap, 1))
                     else:
-                        outf[(nco * HO + ho) * WO + wo] = emit(_clamp(val, lo, hi, 1))
+                        outf[(nco * HO + ho) * WO + wo] = emit(activation(val, relu, cap, 1))
 
     return one_parallel_region(main)
