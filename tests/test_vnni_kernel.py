@@ -132,3 +132,31 @@ def test_vnni_kernel_reads_and_writes_uint8_codes(c, h, cout, k, stride, form):
         outs.append(args[-1].numpy())
     assert outs[1].dtype == np.uint8 and len(np.unique(outs[1])) > 10
     np.testing.assert_array_equal(outs[1], out_quant.codes_np(outs[0]))
+
+
+@pytest.mark.parametrize("c,h,k,stride,pad,form", [
+    (8, 8, 3, 1, 1, (8, 3)),  # padding rows: each group's planes filled with the zero point, spare planes too
+    (12, 8, 1, 2, 0, (4, 1)),  # 1x1 stride 2, no padding: every byte of the planes packed, no fill
+    (20, 8, 1, 1, 0, (8, 2)),
+    (3, 9, 3, 2, 1, (8, 2)),  # rows not a multiple of the stride: filled
+])
+def test_vnni_pixel_kernel_batch_of_two(c, h, k, stride, pad, form):
+    """Each image of a batch gives what it gives alone: the pad stage fills and packs each image's groups
+    (and its spare planes) at their own offsets."""
+    rng = np.random.default_rng(3)
+    cout, quant = 16, ActQuant(0.04, 9, 255)
+    x = rng.standard_normal((2, c, h, h), dtype=np.float32) * 3
+    w2 = rng.integers(-128, 128, (cout, c * k * k)).astype(np.int32)
+    scale, bias = (rng.random(cout) * 1e-2).astype(np.float32), rng.standard_normal(cout, dtype=np.float32)
+
+    def run(xs):
+        shape = ConvShape(len(xs), c, h, h, cout, k, k, (stride, stride), (pad,) * 4, 16, c * k * k, True)
+        lib, wts, table = _build(form, shape, quant, False, None, w2)
+        args = [xs, wts, table, VNNIPlan.correction(w2, quant.zero_point), scale, bias, np.zeros(1, np.float32),
+                np.full((len(xs), cout, *shape.out_hw), np.nan, np.float32)]
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
+        lib["main"](*args)
+        return args[-1].numpy()
+
+    both = run(x)
+    np.testing.assert_array_equal(both, np.concatenate([run(x[:1]), run(x[1:])]))

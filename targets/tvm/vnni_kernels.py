@@ -247,6 +247,10 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
     RSIZE = N * COUT * HO * WO if residual else 1
     XT, OT = ("uint8" if codes_in else "float32"), ("uint8" if out_quant else "float32")
     emit = _emitter(out_quant)
+    # each group's phase planes are filled and packed by one thread, so no barrier between the two;
+    # the fill is needed only where some row of a plane is padding (columns are packed whole)
+    FILL = bool(s.pad[0] or s.pad[2] or H % ST)
+    EXTRA = PLANES - CG * ST * ST
 
     @T.prim_func
     def main(x: T.Buffer((N, C, H, W), XT), w: T.Buffer((NB, G, R * 4), "int8"),
@@ -259,10 +263,13 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
         xq = T.alloc_buffer((N * PLANES * PLANE * 4,), "uint8")
         xq32 = T.decl_buffer((N * PLANES * PLANE,), "int32", data=xq.data)
         ys = T.alloc_buffer((N * NB * R * PADDED if not EXACT else 1,), "float32")
-        for i in T.parallel(N * PLANES):  # the zero point everywhere, then the interior in its phase planes
-            for j in range(PLANE * 4):
-                xq[i * PLANE * 4 + j] = T.uint8(zp)
         for nc in T.parallel(N * CG):
+            if FILL:  # the zero point where the rows below write nothing (padding rows)
+                for j in range(ST * ST * PLANE * 4):
+                    xq[(nc // CG * PLANES + nc % CG * ST * ST) * PLANE * 4 + j] = T.uint8(zp)
+            if EXTRA > 0 and nc % CG == CG - 1:  # the image's spare planes, read only by dropped pixels
+                for j in range(EXTRA * PLANE * 4):
+                    xq[((nc // CG + 1) * PLANES - EXTRA) * PLANE * 4 + j] = T.uint8(zp)
             # a whole row of one phase plane per vector: its 4 channels packed into one int32 per pixel
             for y, b in T.grid(H, ST):
                 for xx in T.vectorized(WQ):
