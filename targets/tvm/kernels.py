@@ -58,14 +58,16 @@ class ActQuant:
         if not 0 <= self.zero_point <= self.qmax:
             raise ValueError(f"zero point {self.zero_point} outside the quantized range [0, {self.qmax}]")
 
-    def codes(self, v):
+    def codes(self, v, lo: int = 0, hi: int | None = None):
         """The float32 expression q of a float32 input expression `v` (scalar or vector). The input is
         scaled by one multiply with 1/scale, not a divide (a depthwise pad stage spent a third of its
         time in `vdivps`): every kernel quantizes by this one expression, so a tensor quantized in its
-        producer's output stage holds exactly the codes its consumer would compute."""
+        producer's output stage holds exactly the codes its consumer would compute. `lo`/`hi` narrow
+        the clamp (see to_codes)."""
         scaled = v * tirx.const(1.0 / self.scale, "float32")
         q = tirx.round(scaled) + tirx.const(float(self.zero_point), "float32")
-        return tirx.min(tirx.max(q, tirx.const(0.0, "float32")), tirx.const(float(self.qmax), "float32"))
+        top = self.qmax if hi is None else hi
+        return tirx.min(tirx.max(q, tirx.const(float(lo), "float32")), tirx.const(float(top), "float32"))
 
     def codes_np(self, v):
         """`codes` in numpy, bit for bit (float32 multiply by the float32 reciprocal, round half to even),
@@ -75,10 +77,15 @@ class ActQuant:
         scaled = np.asarray(v, np.float32) * np.float32(1.0 / self.scale)
         return np.clip(np.round(scaled) + np.float32(self.zero_point), 0, self.qmax).astype(np.uint8)
 
-    def to_codes(self, v):
-        """`v` (scalar or vector) quantized and stored as uint8 codes (an output stage feeding 8-bit consumers)."""
+    def to_codes(self, v, relu: bool = False, cap: float | None = None):
+        """`activation(v, relu, cap)` (scalar or vector) quantized and stored as uint8 codes (an output
+        stage feeding 8-bit consumers). The activation is folded into the clamp, bit for bit: `codes` is
+        monotone, so codes(clamp(v, 0, cap)) = clamp(codes(v), codes(0), codes(cap)), and codes(0) is
+        the zero point. Two vector ops fewer per output vector."""
         lanes = tvm.DataType(str(v.ty.dtype)).lanes
-        return tirx.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", self.codes(v))
+        lo = self.zero_point if relu else 0
+        hi = int(self.codes_np(cap)) if relu and cap is not None else None
+        return tirx.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", self.codes(v, lo, hi))
 
     def levels(self, v):
         """The float32 expression q - zp of a float32 input expression `v` (the integer the GEMM multiplies).
@@ -128,6 +135,12 @@ def conv_compute(s: ConvShape, bias: bool, residual: bool, relu: bool, full_cout
     row = lambda n, k, ho, wo: Y[n, k // s.br, ho, wo, k % s.br]  # noqa: E731
     extra, out = fused_epilogue(s, row, acc, relu, bias, residual, full_cout, scaled=quant is not None, cap=cap)
     return te.create_prim_func([*inputs, *extra, out])
+
+
+def output_value(v, relu: bool, cap: float | None, lanes: int, out_quant: ActQuant | None):
+    """What an output stage stores for the float32 value `v`: its activation, or that quantized to
+    `out_quant`'s uint8 codes (with the activation folded into the quantizer's clamp)."""
+    return activation(v, relu, cap, lanes) if out_quant is None else out_quant.to_codes(v, relu, cap)
 
 
 def activation(v, relu: bool, cap: float | None, lanes: int = 1):

@@ -37,7 +37,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from targets.tvm.kernels import ActQuant, ConvShape, activation
+from targets.tvm.kernels import ActQuant, ConvShape, output_value
 
 LANES = 16
 MAX_VECS = 64  # input vectors per plane: a 32x32 map (the unrolled shuffles grow with the plane)
@@ -222,8 +222,7 @@ def depthwise_plane(plan: PlanePlan, quant: ActQuant | None = None, residual: bo
                         at = T.Ramp(nc * oplane + out_base + start, 1, lanes)
                         if rf is not None:
                             v = v + rf[at]
-                        v = activation(v, relu, cap, lanes)
-                        T.buffer_store(yf, out_quant.to_codes(v) if out_quant is not None else v, [at])
+                        T.buffer_store(yf, output_value(v, relu, cap, lanes, out_quant), [at])
 
                 band(0, 0)
                 if plan.bands > 1:  # the first and last bands read border rows; those between, one loop body

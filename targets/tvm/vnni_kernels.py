@@ -28,7 +28,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
-from targets.tvm.kernels import ActQuant, ConvShape, activation, one_parallel_region
+from targets.tvm.kernels import ActQuant, ConvShape, one_parallel_region, output_value
 from targets.tvm.pixel_kernels import PixelLayout, choose_vecs, pixel_layout
 from targets.tvm.prefetch import AHEAD
 
@@ -101,7 +101,7 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
     RSHAPE = (N, COUT, HO, WO) if residual else (1,)  # without a residual the call passes a 1-element stand-in
     XT, OT = ("uint8" if codes_in else "float32"), ("uint8" if out_quant else "float32")
     code = _coder(quant, codes_in)
-    emit = _emitter(out_quant)
+    emit = _emitter(relu, cap, out_quant)
 
     @T.prim_func
     def main(x: T.Buffer((N, C, H, W), XT), w: T.Buffer((NB, G, 64), "int8"),
@@ -139,9 +139,9 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
                     for tx in range(TW):
                         v: T.let = T.Cast("float32", acc[(q * PX + ty * TW + tx) * 16 + r] + corr[co]) * outscale[co] + bias[co]
                         if RES:
-                            out[n, co, y0 + ty, x0 + tx] = emit(activation(v + res[n, co, y0 + ty, x0 + tx], relu, cap, 1))
+                            out[n, co, y0 + ty, x0 + tx] = emit(v + res[n, co, y0 + ty, x0 + tx], 1)
                         else:
-                            out[n, co, y0 + ty, x0 + tx] = emit(activation(v, relu, cap, 1))
+                            out[n, co, y0 + ty, x0 + tx] = emit(v, 1)
 
     return one_parallel_region(main)
 
@@ -205,9 +205,9 @@ def _coder(quant: ActQuant, codes_in: bool):
     return (lambda v: v) if codes_in else quant.to_codes
 
 
-def _emitter(out_quant: ActQuant | None):
-    """A float32 output value (scalar or vector) -> what the output buffer stores."""
-    return (lambda v: v) if out_quant is None else out_quant.to_codes
+def _emitter(relu: bool, cap: float | None, out_quant: ActQuant | None):
+    """(float32 output value, lanes) -> what the output buffer stores (kernels.output_value)."""
+    return lambda v, lanes: output_value(v, relu, cap, lanes, out_quant)
 
 
 def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant, codes_in: bool = False):
@@ -246,7 +246,7 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
     RSHAPE = (N, COUT, HO, WO) if residual else (1,)
     RSIZE = N * COUT * HO * WO if residual else 1
     XT, OT = ("uint8" if codes_in else "float32"), ("uint8" if out_quant else "float32")
-    emit = _emitter(out_quant)
+    emit = _emitter(relu, cap, out_quant)
     # each group's phase planes are filled and packed by one thread, so no barrier between the two;
     # the fill is needed only where some row of a plane is padding (columns are packed whole)
     FILL = bool(s.pad[0] or s.pad[2] or H % ST)
@@ -306,16 +306,16 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
                         if not EXACT:
                             ys[T.ramp((n * NB * R + co) * PADDED + p0 + v * 16, 1, 16)] = val
                         elif RES:
-                            outf[T.ramp(at, 1, 16)] = emit(activation(val + resf[T.ramp(at, 1, 16)], relu, cap, 16))
+                            outf[T.ramp(at, 1, 16)] = emit(val + resf[T.ramp(at, 1, 16)], 16)
                         else:
-                            outf[T.ramp(at, 1, 16)] = emit(activation(val, relu, cap, 16))
+                            outf[T.ramp(at, 1, 16)] = emit(val, 16)
         if not EXACT:
             for nco in T.parallel(N * COUT):
                 for ho, wo in T.grid(HO, WO):
                     val: T.let = ys[(nco // COUT * NB * R + nco % COUT) * PADDED + ho * WQ + wo]
                     if RES:
-                        outf[(nco * HO + ho) * WO + wo] = emit(activation(val + resf[(nco * HO + ho) * WO + wo], relu, cap, 1))
+                        outf[(nco * HO + ho) * WO + wo] = emit(val + resf[(nco * HO + ho) * WO + wo], 1)
                     else:
-                        outf[(nco * HO + ho) * WO + wo] = emit(activation(val, relu, cap, 1))
+                        outf[(nco * HO + ho) * WO + wo] = emit(val, 1)
 
     return one_parallel_region(main)
