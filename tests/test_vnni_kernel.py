@@ -38,8 +38,14 @@ def _build(form, shape, quant, residual, cap, w2, codes_in=False, out_quant=None
     (3, 9, 20, 3, 2, False, 6.0, (8, 2)),  # stride phases, rows not a multiple of 8
     (20, 8, 24, 1, 1, True, None, (8, 2)),  # exact tiling: output stage on the register write-back
     (12, 8, 16, 1, 2, True, None, (4, 1)),  # 1x1 stride 2: phase planes, still exact
+    (18, 8, 40, 1, 1, True, 6.0, (8, 1)),  # local packing: channels past C, row-blocks in 5 chunks
+    (8, 32, 24, 1, 1, False, None, (8, 2)),  # local packing, 4 tiles per task
+    (20, 4, 40, 1, 1, True, None, (8, 1)),  # local packing, one tile: 5 row-blocks in 5 chunks
 ])
-def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, cap, form):
+def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, cap, form, monkeypatch):
+    import targets.tvm.vnni_kernels as vk
+
+    monkeypatch.setattr(vk, "_cores", lambda: 2)  # the local form's task split, as on a 2-core machine
     rng = np.random.default_rng(1)
     pad = k // 2
     shape = ConvShape(1, c, h, h, cout, k, k, (stride, stride), (pad,) * 4, 16, c * k * k, True)
@@ -68,9 +74,13 @@ def test_vnni_kernel_matches_integer_reference(c, h, cout, k, stride, residual, 
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-4)
     assert "vpdpbusd" in lib.inspect_source("asm")
     if not isinstance(form, str):  # the pixel-lane forms
-        assert VNNIPixelPlan(shape, *form).exact == (k == 1)
-        # each column group prefetches the lines a later one reads: one per vector, plus the tail
-        assert lib.inspect_source("ll").count("call void @llvm.prefetch") >= form[1] + 1  # (LLVM may unroll g)
+        plan, ll = VNNIPixelPlan(shape, *form), lib.inspect_source("ll")
+        assert plan.exact == (k == 1) and plan.local == (k == stride == 1)
+        if plan.local:  # each task packs its own tiles: one parallel stage, no barrier
+            assert "TVMBackendParallelBarrier" not in ll
+        else:  # each column group prefetches the lines a later one reads: one per vector, plus the tail
+            assert "TVMBackendParallelBarrier" in ll
+            assert ll.count("call void @llvm.prefetch") >= form[1] + 1  # (LLVM may unroll g)
 
 
 def test_pixel_plan_choice():
@@ -78,6 +88,21 @@ def test_pixel_plan_choice():
     assert plan_pixels(dense(64, 32, 256, 1, 1)).exact  # 1024 pixels: a tiling with no dropped pixel
     assert not plan_pixels(dense(64, 32, 64, 3, 1)).exact  # 34-wide padded rows
     assert plan_pixels(dense(512, 4, 512, 3, 1)) is None  # 4x4 map: 16 of 32 pixels useful, channel lanes
+
+
+def test_local_packing_tasks(monkeypatch):
+    """The local form's tasks: runs of tiles that keep 4 tasks per core and a scratch within L1, and
+    row-blocks split only as far as one task per core (each split packs the pixels again)."""
+    import targets.tvm.vnni_kernels as vk
+
+    monkeypatch.setattr(vk, "_cores", lambda: 2)
+    dense = lambda c, h, co, n=1: ConvShape(n, c, h, h, co, 1, 1, (1, 1), (0,) * 4, 16, c, True)  # noqa: E731
+    tasks = lambda p: (p.tiles_per_task, p.chunks)  # noqa: E731
+    assert tasks(plan_pixels(dense(24, 32, 144))) == (4, 1)  # 32 tiles of 32 pixels: 8 runs of 4
+    assert tasks(plan_pixels(dense(512, 16, 128))) == (1, 1)  # 8 tiles; 128 groups x 32 pixels fill 16 KiB
+    assert tasks(plan_pixels(dense(960, 4, 160))) == (1, 2)  # one tile: 20 row-blocks in 2 chunks
+    assert tasks(plan_pixels(dense(960, 4, 160, n=2))) == (1, 1)
+    assert not plan_pixels(ConvShape(1, 8, 8, 8, 16, 3, 3, (1, 1), (1,) * 4, 16, 72, True)).local
 
 
 def test_8bit_variant_runs_dense_convs_on_vnni(monkeypatch):

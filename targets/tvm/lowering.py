@@ -37,7 +37,7 @@ from targets.tvm.vnni_kernels import VNNIPlan, plan_pixels, vnni_conv, vnni_conv
 
 DEFAULT_BR = 8
 PIXEL_ROWS = 8  # dense row-block of the pixel-vectorized kernel: 8 rows x 3 vectors = 24 of 32 zmm accumulators
-LOWERING_VERSION = 33  # part of every artifact cache key: bump when lowered code would change
+LOWERING_VERSION = 34  # part of every artifact cache key: bump when lowered code would change
 # channel-lane VNNI tiles (small maps): 8 pixels x 2 row-blocks, each broadcast input byte group feeding
 # two weight vectors; 15% faster than 16 pixels x 1 on ResNet-18's 4x4 layers (fewer loads per vpdpbusd)
 CHANNEL_LANE_TILE = (8, 2)

@@ -11,7 +11,8 @@ Two lane layouts:
   pixels are one 64-byte load and each output channel's 4 weights one broadcast. A tile is `rows`
   channels x `vecs` vectors; the output stage runs on whole vectors, on the register write-back where
   the flat pixels are the output pixels (1x1 layers), else through a flat scratch that drops the
-  padded pixels.
+  padded pixels. A 1x1 stride-1 layer (`local`) needs no packing pass: each task packs its own run
+  of tiles into a stack scratch and runs its row-blocks on it, in one parallel stage.
 - channel lanes (`VNNIPlan`): lanes are 16 output channels and each pixel's 4 bytes are broadcast
   against one 64-byte weight vector; the output stage is per element. Kept for small maps (4x4),
   where pixel lanes would mostly compute dropped pixels.
@@ -22,6 +23,7 @@ lowering allocates through the workspace pool on every tile.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -146,6 +148,14 @@ def vnni_conv(p: VNNIPlan, quant: ActQuant, residual: bool, relu: bool, cap: flo
     return one_parallel_region(main)
 
 
+_SCRATCH = 16384  # bytes of packed input per task in the local form
+
+
+def _cores() -> int:
+    """The cores the kernels' thread pool runs on (host-cpu: one thread per core)."""
+    return len(os.sched_getaffinity(0))
+
+
 @dataclass(frozen=True)
 class VNNIPixelPlan:
     """The pixel-lane form: lanes are 16 output pixels (the pixel form's flat, phase-split layout, one
@@ -175,6 +185,32 @@ class VNNIPixelPlan:
         register write-back; elsewhere a vectorized pass over a flat scratch drops the extra pixels."""
         lay = self.layout
         return lay.phases[2] == self.s.out_hw[1] and lay.pixels % lay.tile == 0
+
+    @property
+    def local(self) -> bool:
+        """1x1, stride 1, no padding, exact: a tile's input is its own pixels of every channel, so each
+        task packs them into a scratch of its own (vnni_conv_local) instead of a packing pass."""
+        s = self.s
+        return s.kh == s.kw == 1 and s.stride == (1, 1) and not any(s.pad) and self.exact and not os.environ.get('NOLOCAL')
+
+    @property
+    def tiles_per_task(self) -> int:
+        """Consecutive tiles one task of the local form packs and runs (each row-block over all of them,
+        so its weights are reused and each output row is stored in one run): the most that leave 8 tasks
+        and a scratch of at most 16 KiB (L1)."""
+        nt = self.layout.padded_pixels // self.layout.tile
+        fits = [d for d in range(1, nt + 1) if nt % d == 0 and self.s.n * nt // d >= 4 * _cores()
+                and self.groups * d * self.layout.tile * 4 <= _SCRATCH]
+        return max(fits, default=1)
+
+    @property
+    def chunks(self) -> int:
+        """Row-block chunks per task in the local form: the fewest (a divisor of row_blocks) that give a
+        task per core where a map has few tiles (4x4: one). Each chunk packs its pixels again, so no
+        more: 10 chunks of a 960-channel 4x4 layer spent as long packing as computing."""
+        tasks = self.s.n * self.layout.padded_pixels // self.layout.tile // self.tiles_per_task
+        return next((d for d in range(1, self.row_blocks + 1) if self.row_blocks % d == 0 and tasks * d >= _cores()),
+                    self.row_blocks)
 
     def weights(self, w2: np.ndarray) -> np.ndarray:
         """[Cout, C*kh*kw] int levels -> int8 [row_blocks, G, rows*4], g = (cg, ki, kj)."""
@@ -227,10 +263,88 @@ def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant, codes_in: b
     return tirx.reinterpret("int32", word)
 
 
+def vnni_conv_local(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None,
+                    codes_in: bool = False, out_quant: ActQuant | None = None):
+    """The pixel-lane kernel for a `local` plan (1x1, stride 1, no padding), in one parallel stage: each
+    task takes one tile's pixels and a chunk of row-blocks, packs those pixels' channel groups into a
+    stack scratch (one int32 per pixel and group, as the packing pass would) and runs its row-blocks on
+    it. No packing pass and no barrier; the pixels are packed once per chunk. Same signature and
+    results as vnni_conv_pixels (`off` is unused)."""
+    s, lay = p.s, p.layout
+    N, C, COUT = s.n, s.c, s.cout
+    CG, NB, R, V = p.groups, p.row_blocks, p.rows, p.vecs
+    HW, TILE, PT = s.h * s.w, lay.tile, p.tiles_per_task
+    NT, RC = HW // TILE // PT, p.chunks  # NT: tasks' pixel runs of PT tiles
+    NBC, SPAN = NB // RC, PT * TILE
+    RES = residual
+    RSHAPE = (N, COUT, s.h, s.w) if residual else (1,)
+    RSIZE = N * COUT * HW if residual else 1
+    XT, OT = ("uint8" if codes_in else "float32"), ("uint8" if out_quant else "float32")
+    code, emit = _coder(quant, codes_in), _emitter(relu, cap, out_quant)
+
+    @T.prim_func
+    def main(x: T.Buffer((N, C, s.h, s.w), XT), w: T.Buffer((NB, CG, R * 4), "int8"),
+             off: T.Buffer((CG,), "int32"), corr: T.Buffer((COUT,), "int32"),
+             outscale: T.Buffer((COUT,), "float32"), bias: T.Buffer((COUT,), "float32"),
+             res: T.Buffer(RSHAPE, "float32"), out: T.Buffer((N, COUT, s.h, s.w), OT)):
+        T.func_attr({"tirx.noalias": True})
+        xf = T.decl_buffer((N * C * HW,), XT, data=x.data)
+        outf = T.decl_buffer((N * COUT * HW,), OT, data=out.data)
+        resf = T.decl_buffer((RSIZE,), "float32", data=res.data)
+        for t in T.parallel(N * NT * RC):
+            n: T.let = t // (NT * RC)
+            p0: T.let = t // RC % NT * SPAN
+            b0: T.let = t % RC * NBC
+            xl = T.alloc_buffer((CG * SPAN * 4,), "uint8", annotations={"disable_lower_builtin": True})
+            xl32 = T.decl_buffer((CG * SPAN,), "int32", data=xl.data)
+            acc = T.alloc_buffer((R * V * 16,), "int32", annotations={"disable_lower_builtin": True})
+            for g in range(CG):
+                for i in T.vectorized(SPAN):
+                    xl32[g * SPAN + i] = _packed_word(xf, (n * C + g * 4) * HW + p0 + i, g * 4, C, HW, quant, code)
+            for bi, q in T.grid(NBC, PT):
+                b: T.let = b0 + bi
+                for i in T.unroll(R * V):
+                    acc[T.ramp(i * 16, 1, 16)] = T.broadcast(T.int32(0), 16)
+                for g in range(CG):
+                    for r in T.unroll(R):
+                        wv: T.let = T.reinterpret("int8x64", T.broadcast(T.reinterpret("int32", w[b, g, T.ramp(r * 4, 1, 4)]), 16))
+                        for v in T.unroll(V):
+                            acc[T.ramp((r * V + v) * 16, 1, 16)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512",
+                                acc[T.ramp((r * V + v) * 16, 1, 16)], xl[T.ramp((g * SPAN + q * TILE + v * 16) * 4, 1, 64)], wv)
+                for r in T.unroll(R):
+                    co: T.let = b * R + r
+                    if co < COUT:
+                        for v in T.unroll(V):
+                            val: T.let = (T.Cast("float32x16", acc[T.ramp((r * V + v) * 16, 1, 16)] + T.broadcast(corr[co], 16))
+                                   * T.broadcast(outscale[co], 16) + T.broadcast(bias[co], 16))
+                            at: T.let = (n * COUT + co) * HW + p0 + q * TILE + v * 16
+                            if RES:
+                                outf[T.ramp(at, 1, 16)] = emit(val + resf[T.ramp(at, 1, 16)], 16)
+                            else:
+                                outf[T.ramp(at, 1, 16)] = emit(val, 16)
+
+    return main
+
+
+def _packed_word(xf, at, c0, C: int, HW: int, quant: ActQuant, code):
+    """Channels c0..c0+3 at flat element `at` of channel c0 (a vector lane in use) packed into one int32,
+    channel c0 in the low byte; the zero point for a channel past C (its load clamped into the tensor)."""
+    word = tirx.const(0, "uint32")
+    for k in range(4):
+        v = xf[at + tirx.min(k, C - 1 - c0) * HW]
+        q = tirx.Select(c0 + k < C, code(v), tirx.const(quant.zero_point, "uint8"))
+        word = word | (tirx.Cast("uint32", q) << tirx.const(8 * k, "uint32"))
+    return tirx.reinterpret("int32", word)
+
+
 def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None,
                      codes_in: bool = False, out_quant: ActQuant | None = None):
     """PrimFunc(x, w, off, corr, outscale, bias, residual (a 1-element stand-in without one), out).
-    With `codes_in`, x holds uint8 codes of `quant` already; with `out_quant`, out holds uint8 codes."""
+    With `codes_in`, x holds uint8 codes of `quant` already; with `out_quant`, out holds uint8 codes.
+    A `local` plan takes vnni_conv_local."""
+    if p.local:
+        return vnni_conv_local(p, quant, residual, relu, cap, codes_in, out_quant)
     s, lay = p.s, p.layout
     N, C, H, W = s.n, s.c, s.h, s.w
     CG, NB, R, V, COUT = p.groups, p.row_blocks, p.rows, p.vecs, s.cout
