@@ -316,8 +316,7 @@ def vnni_conv_local(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: boo
                     co: T.let = b * R + r
                     if co < COUT:
                         for v in T.unroll(V):
-                            val: T.let = (T.Cast("float32x16", acc[T.ramp((r * V + v) * 16, 1, 16)] + T.broadcast(corr[co], 16))
-                                   * T.broadcast(outscale[co], 16) + T.broadcast(bias[co], 16))
+                            val: T.let = _scaled(acc[T.ramp((r * V + v) * 16, 1, 16)], co, corr, outscale, bias)
                             at: T.let = (n * COUT + co) * HW + p0 + q * TILE + v * 16
                             if RES:
                                 outf[T.ramp(at, 1, 16)] = emit(val + resf[T.ramp(at, 1, 16)], 16)
@@ -325,6 +324,13 @@ def vnni_conv_local(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: boo
                                 outf[T.ramp(at, 1, 16)] = emit(val, 16)
 
     return main
+
+
+def _scaled(acc16, co, corr, outscale, bias):
+    """A 16-lane int32 accumulator of output channel `co` as float32: zero point taken out (corr), then
+    scale and bias (the pixel-lane kernels' output stage before residual and activation)."""
+    return (tirx.Cast("float32x16", acc16 + tirx.Broadcast(corr[co], 16)) * tirx.Broadcast(outscale[co], 16)
+            + tirx.Broadcast(bias[co], 16))
 
 
 def _packed_word(xf, at, c0, C: int, HW: int, quant: ActQuant, code):
@@ -414,8 +420,7 @@ def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bo
                 co: T.let = b * R + r
                 if co < COUT:
                     for v in T.unroll(V):
-                        val: T.let = (T.Cast("float32x16", acc[T.ramp((r * V + v) * 16, 1, 16)] + T.broadcast(corr[co], 16))
-                               * T.broadcast(outscale[co], 16) + T.broadcast(bias[co], 16))
+                        val: T.let = _scaled(acc[T.ramp((r * V + v) * 16, 1, 16)], co, corr, outscale, bias)
                         at: T.let = (n * COUT + co) * HO * WO + p0 + v * 16
                         if not EXACT:
                             ys[T.ramp((n * NB * R + co) * PADDED + p0 + v * 16, 1, 16)] = val
