@@ -38,7 +38,7 @@ def _build(form, shape, quant, residual, cap, w2, codes_in=False, out_quant=None
     (3, 9, 20, 3, 2, False, 6.0, (8, 2)),  # stride phases, rows not a multiple of 8
     (20, 8, 24, 1, 1, True, None, (8, 2)),  # exact tiling: output stage on the register write-back
     (12, 8, 16, 1, 2, True, None, (4, 1)),  # 1x1 stride 2: phase planes, still exact
-    (18, 8, 40, 1, 1, True, 6.0, (8, 1)),  # local packing: channels past C, row-blocks in 5 chunks
+    (18, 8, 40, 1, 1, True, 6.0, (8, 1)),  # local packing: channels past C, 4 tasks of one tile
     (8, 32, 24, 1, 1, False, None, (8, 2)),  # local packing, 4 tiles per task
     (20, 4, 40, 1, 1, True, None, (8, 1)),  # local packing, one tile: 5 row-blocks in 5 chunks
 ])

@@ -191,13 +191,13 @@ class VNNIPixelPlan:
         """1x1, stride 1, no padding, exact: a tile's input is its own pixels of every channel, so each
         task packs them into a scratch of its own (vnni_conv_local) instead of a packing pass."""
         s = self.s
-        return s.kh == s.kw == 1 and s.stride == (1, 1) and not any(s.pad) and self.exact and not os.environ.get('NOLOCAL')
+        return s.kh == s.kw == 1 and s.stride == (1, 1) and not any(s.pad) and self.exact
 
     @property
     def tiles_per_task(self) -> int:
         """Consecutive tiles one task of the local form packs and runs (each row-block over all of them,
-        so its weights are reused and each output row is stored in one run): the most that leave 8 tasks
-        and a scratch of at most 16 KiB (L1)."""
+        so its weights are reused and each output row is stored in one run): the most that leave 4 tasks
+        per core and a scratch of at most _SCRATCH bytes (L1)."""
         nt = self.layout.padded_pixels // self.layout.tile
         fits = [d for d in range(1, nt + 1) if nt % d == 0 and self.s.n * nt // d >= 4 * _cores()
                 and self.groups * d * self.layout.tile * 4 <= _SCRATCH]
@@ -246,29 +246,33 @@ def _emitter(relu: bool, cap: float | None, out_quant: ActQuant | None):
     return lambda v, lanes: output_value(v, relu, cap, lanes, out_quant)
 
 
-def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant, codes_in: bool = False):
-    """Channels c0..c0+3 of input row y at column `col` (any expression, a vector lane in use) quantized
-    (unless `codes_in`: x holds codes) and packed into one int32, channel c0 in the low byte; the zero
-    point where the column is padding or a channel lies past C. The loads are clamped into the tensor,
-    so every lane may load."""
-    inside = tirx.all(col >= 0, col < W)
-    code = _coder(quant, codes_in)
-    # packed unsigned: a zero point of 128 or more in the top byte (a channel past C) folds to a constant
-    # beyond int32, which this TVM refuses to build
+def _pack4(load, valid, quant: ActQuant, code):
+    """Four channels' uint8 codes packed into one int32, channel k of the group in byte k: code(load(k))
+    where valid(k), else the zero point. Packed unsigned: a zero point of 128 or more in the top byte (a
+    channel past C) folds to a constant beyond int32, which this TVM refuses to build."""
     word = tirx.const(0, "uint32")
     for k in range(4):
-        v = x[n, tirx.min(c0 + k, C - 1), y, tirx.max(tirx.min(col, W - 1), 0)]
-        q = tirx.Select(tirx.all(inside, c0 + k < C), code(v), tirx.const(quant.zero_point, "uint8"))
+        q = tirx.Select(valid(k), code(load(k)), tirx.const(quant.zero_point, "uint8"))
         word = word | (tirx.Cast("uint32", q) << tirx.const(8 * k, "uint32"))
     return tirx.reinterpret("int32", word)
+
+
+def _packed_codes(x, n, c0, y, col, C: int, W: int, quant: ActQuant, codes_in: bool = False):
+    """Channels c0..c0+3 of input row y at column `col` (any expression, a vector lane in use) quantized
+    (unless `codes_in`: x holds codes) and packed (_pack4); the zero point where the column is padding
+    or a channel lies past C. The loads are clamped into the tensor, so every lane may load."""
+    inside = tirx.all(col >= 0, col < W)
+    return _pack4(lambda k: x[n, tirx.min(c0 + k, C - 1), y, tirx.max(tirx.min(col, W - 1), 0)],
+                  lambda k: tirx.all(inside, c0 + k < C), quant, _coder(quant, codes_in))
 
 
 def vnni_conv_local(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None,
                     codes_in: bool = False, out_quant: ActQuant | None = None):
     """The pixel-lane kernel for a `local` plan (1x1, stride 1, no padding), in one parallel stage: each
-    task takes one tile's pixels and a chunk of row-blocks, packs those pixels' channel groups into a
-    stack scratch (one int32 per pixel and group, as the packing pass would) and runs its row-blocks on
-    it. No packing pass and no barrier; the pixels are packed once per chunk. Same signature and
+    task takes a run of `tiles_per_task` tiles and a chunk of row-blocks, packs those pixels' channel
+    groups into a stack scratch (one int32 per pixel and group, as the packing pass would) and runs each
+    of its row-blocks over all its tiles. No packing pass and no barrier; the pixels are packed once per
+    chunk. Same signature and
     results as vnni_conv_pixels (`off` is unused)."""
     s, lay = p.s, p.layout
     N, C, COUT = s.n, s.c, s.cout
@@ -334,14 +338,9 @@ def _scaled(acc16, co, corr, outscale, bias):
 
 
 def _packed_word(xf, at, c0, C: int, HW: int, quant: ActQuant, code):
-    """Channels c0..c0+3 at flat element `at` of channel c0 (a vector lane in use) packed into one int32,
-    channel c0 in the low byte; the zero point for a channel past C (its load clamped into the tensor)."""
-    word = tirx.const(0, "uint32")
-    for k in range(4):
-        v = xf[at + tirx.min(k, C - 1 - c0) * HW]
-        q = tirx.Select(c0 + k < C, code(v), tirx.const(quant.zero_point, "uint8"))
-        word = word | (tirx.Cast("uint32", q) << tirx.const(8 * k, "uint32"))
-    return tirx.reinterpret("int32", word)
+    """Channels c0..c0+3 at flat element `at` of channel c0 (a vector lane in use), packed (_pack4); the
+    zero point for a channel past C (its load clamped into the tensor)."""
+    return _pack4(lambda k: xf[at + tirx.min(k, C - 1 - c0) * HW], lambda k: c0 + k < C, quant, code)
 
 
 def vnni_conv_pixels(p: VNNIPixelPlan, quant: ActQuant, residual: bool, relu: bool, cap: float | None,
